@@ -1,0 +1,56 @@
+//! `ch01 run ROOTFS -- COMMAND`: run COMMAND with ROOTFS as its root directory.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ch01_chroot::chroot::enter_rootfs;
+use ch01_chroot::cli::RunArgs;
+use ch01_chroot::exec::exec_command;
+use ch01_chroot::process::{fork_child, require_root, wait_for_exit, EXIT_RUNTIME_FAILURE};
+use ch01_chroot::rootfs::check_rootfs;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "ch01", version, about = "Chapter 1: run a command chrooted into a rootfs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run COMMAND with ROOTFS as its root directory
+    Run(RunArgs),
+}
+
+fn main() -> ExitCode {
+    let Command::Run(args) = Cli::parse().command;
+    match run(&args) {
+        Ok(status) => ExitCode::from(status),
+        Err(err) => {
+            eprintln!("ch01: {err:#}");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
+
+// ANCHOR: sequence
+fn run(args: &RunArgs) -> Result<u8> {
+    require_root("ch01")?;
+    let rootfs = check_rootfs(&args.rootfs)?;
+    let child = fork_child(|| child_setup(&rootfs, &args.command))?;
+    wait_for_exit(child)
+}
+
+/// Runs in the child: enter the rootfs, then become the command.
+fn child_setup(rootfs: &Path, command: &[String]) -> u8 {
+    if let Err(err) = enter_rootfs(rootfs) {
+        eprintln!("ch01: {err:#}");
+        return EXIT_RUNTIME_FAILURE;
+    }
+    let failure = exec_command(command);
+    eprintln!("ch01: {failure}");
+    failure.exit_code()
+}
+// ANCHOR_END: sequence
