@@ -157,7 +157,9 @@ fn host_processes_are_visible_once_proc_is_mounted() {
 
 #[test]
 fn root_can_walk_out_of_a_chroot() {
+    let _s = common::settings().bind_to_scope();
     let escape = EscapeCheck::new();
     let transcript = Transcript::run(&mut ch01_run(&escape.rootfs.path, &escape.command()));
     assert!(escape.reached_host(&transcript), "the escape did not reach the host: {transcript}");
+    assert_snapshot!("escape", transcript);
 }

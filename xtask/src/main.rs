@@ -1,1 +1,80 @@
-fn main(){}
+//! `cargo xtask`: the workshop's tasks. Each task lives in its own module.
+
+mod book;
+mod cargo;
+mod chapters;
+mod check;
+mod demo;
+mod doctor;
+mod exercises;
+mod test;
+#[cfg(test)]
+mod tidy;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "The crabbox workshop's tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Check whether this machine can run each chapter, and say how to fix what is missing
+    Doctor,
+    /// Build the default busybox rootfs (.crabbox/rootfs/busybox)
+    Rootfs,
+    /// A short narrated tour of what the most advanced chapter isolates
+    Demo,
+    /// Everything CI checks: fmt, clippy, unit tests, every chapter's checks, the exercise
+    /// guarantee, the book
+    Test,
+    /// Build chapter N and run its checks, one line per check
+    CheckChapter { chapter: u32 },
+    /// Replace the exercise regions of chapter N with `todo!` (your work is saved first)
+    Exercise { chapter: u32 },
+    /// Put the reference solution of chapter N back (your work is saved first)
+    Solution { chapter: u32 },
+    /// Build the book into book/book/
+    Book {
+        /// Serve it on http://127.0.0.1:3000/
+        #[arg(long)]
+        serve: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> Result<()> {
+    match task {
+        Task::Doctor => doctor::doctor(),
+        Task::Rootfs => {
+            let rootfs = xtask::rootfs::ensure_default_rootfs()?;
+            println!("{}", rootfs.display());
+            Ok(())
+        }
+        Task::Demo => demo::demo(),
+        Task::Test => test::test(),
+        Task::CheckChapter { chapter } => check::check_chapter(chapter),
+        Task::Exercise { chapter } => {
+            exercises::exercise(chapters::find(&chapters::all()?, chapter)?)
+        }
+        Task::Solution { chapter } => {
+            exercises::solution(chapters::find(&chapters::all()?, chapter)?)
+        }
+        Task::Book { serve } => book::book(serve),
+    }
+}

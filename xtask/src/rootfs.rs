@@ -58,7 +58,10 @@ fn build_rootfs(dir: &Path, busybox: &Path) -> Result<()> {
 }
 
 const ETC_FILES: &[(&str, &str)] = &[
-    ("os-release", "NAME=\"crabbox busybox\"\nID=crabbox\nPRETTY_NAME=\"crabbox busybox rootfs\"\n"),
+    (
+        "os-release",
+        "NAME=\"crabbox busybox\"\nID=crabbox\nPRETTY_NAME=\"crabbox busybox rootfs\"\n",
+    ),
     ("passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
     ("group", "root:x:0:\nnogroup:x:65534:\n"),
 ];
@@ -86,7 +89,7 @@ fn link_applet(rootfs: &Path, path: &str) -> Result<()> {
 /// The host's statically linked busybox; installs Debian's busybox-static when it is missing
 /// and this is a Debian or Ubuntu machine where we are root.
 pub fn find_static_busybox() -> Result<PathBuf> {
-    if let Some(busybox) = static_busybox_on_host() {
+    if let Some(busybox) = find_static_busybox_quietly() {
         return Ok(busybox);
     }
     if is_root() && Path::new("/usr/bin/apt-get").exists() {
@@ -95,7 +98,7 @@ pub fn find_static_busybox() -> Result<PathBuf> {
             .args(["install", "-y", "-q", "--no-install-recommends", "busybox-static"])
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()?;
-        if let (true, Some(busybox)) = (status.success(), static_busybox_on_host()) {
+        if let (true, Some(busybox)) = (status.success(), find_static_busybox_quietly()) {
             return Ok(busybox);
         }
     }
@@ -106,7 +109,8 @@ pub fn find_static_busybox() -> Result<PathBuf> {
     )
 }
 
-fn static_busybox_on_host() -> Option<PathBuf> {
+/// The host's statically linked busybox, if it has one; installs nothing.
+pub fn find_static_busybox_quietly() -> Option<PathBuf> {
     ["/bin/busybox", "/usr/bin/busybox", "/usr/sbin/busybox"]
         .into_iter()
         .map(PathBuf::from)
@@ -136,6 +140,6 @@ mod tests {
         link_applet(dir.path(), "bin/ls").unwrap();
         let env_link = fs::read_link(dir.path().join("usr/bin/env")).unwrap();
         assert_eq!(env_link, Path::new("../../bin/busybox"));
-        assert_eq!(fs::read_link(dir.path().join("bin/ls")).unwrap(), Path::new("busybox"));
+        assert_eq!(fs::read_link(dir.path().join("bin/ls")).unwrap(), Path::new("../bin/busybox"));
     }
 }

@@ -1,0 +1,87 @@
+//! The chapters of the workshop, read from chapters/*/Cargo.toml.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use xtask::project_root;
+
+#[derive(Debug)]
+pub struct Chapter {
+    pub number: u32,
+    pub dir: PathBuf,
+    /// The cargo package, `ch01-chroot`.
+    pub package: String,
+    /// The checks: tests/<test_name>.rs, `ch01_chroot`.
+    pub test_name: String,
+    /// Helpers that must run inside a rootfs without a C library.
+    pub static_bins: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    package: Package,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    name: String,
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Default, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    crabbox: CrabboxMetadata,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct CrabboxMetadata {
+    #[serde(default)]
+    static_bins: Vec<String>,
+}
+
+/// Every chapter, in order.
+pub fn all() -> Result<Vec<Chapter>> {
+    let mut chapters = Vec::new();
+    for entry in fs::read_dir(project_root().join("chapters"))? {
+        let dir = entry?.path();
+        let manifest_path = dir.join("Cargo.toml");
+        let text = fs::read_to_string(&manifest_path)
+            .with_context(|| format!("read {}", manifest_path.display()))?;
+        let manifest: Manifest =
+            toml::from_str(&text).with_context(|| format!("parse {}", manifest_path.display()))?;
+        let number = dir_number(&dir)?;
+        chapters.push(Chapter {
+            number,
+            test_name: manifest.package.name.replace('-', "_"),
+            package: manifest.package.name,
+            static_bins: manifest.package.metadata.crabbox.static_bins,
+            dir,
+        });
+    }
+    chapters.sort_by_key(|chapter| chapter.number);
+    Ok(chapters)
+}
+
+fn dir_number(dir: &std::path::Path) -> Result<u32> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    name.split('-')
+        .next()
+        .and_then(|number| number.parse().ok())
+        .with_context(|| format!("chapter folder {name} does not start with its number"))
+}
+
+/// Chapter `number`, with a list of the chapters there are when it does not exist.
+pub fn find(all: &[Chapter], number: u32) -> Result<&Chapter> {
+    match all.iter().find(|chapter| chapter.number == number) {
+        Some(chapter) => Ok(chapter),
+        None => {
+            let numbers: Vec<String> = all.iter().map(|c| c.number.to_string()).collect();
+            bail!("there is no chapter {number}; the chapters are {}", numbers.join(", "))
+        }
+    }
+}

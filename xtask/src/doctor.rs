@@ -1,0 +1,219 @@
+//! `cargo xtask doctor`: can this machine run the workshop? One line per check, with the fix
+//! for what is missing, then which chapters this machine can run.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::Result;
+use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+use xtask::rootfs::{find_static_busybox_quietly, is_root};
+
+use crate::chapters;
+
+/// What a check found: the line to print, and whether it is good enough.
+struct Finding {
+    ok: bool,
+    line: String,
+}
+
+fn good(line: impl Into<String>) -> Finding {
+    Finding { ok: true, line: line.into() }
+}
+
+fn bad(line: impl Into<String>) -> Finding {
+    Finding { ok: false, line: line.into() }
+}
+
+/// Each check has a name that the chapter requirements below refer to.
+fn checks() -> Vec<(&'static str, Finding)> {
+    vec![
+        ("root", root()),
+        ("kernel", kernel()),
+        ("namespaces", namespaces(&["mnt", "uts", "ipc", "pid"])),
+        ("net namespace", namespaces(&["net"])),
+        ("user namespaces", user_namespaces()),
+        ("cgroups", cgroups()),
+        ("overlayfs", kernel_feature("overlay", "overlayfs", "overlay")),
+        ("veth and bridge", veth_and_bridge()),
+        ("firewall", firewall()),
+        ("busybox", busybox()),
+    ]
+}
+
+/// What each chapter of the book needs, by check name.
+const CHAPTER_NEEDS: &[(u32, &[&str])] = &[
+    (1, &["root", "busybox"]),
+    (2, &["root", "busybox", "namespaces"]),
+    (3, &["root", "busybox", "namespaces"]),
+    (4, &["root", "busybox", "namespaces", "cgroups"]),
+    (5, &["root", "busybox", "namespaces", "net namespace", "veth and bridge", "firewall"]),
+    (6, &["root", "busybox", "namespaces", "overlayfs"]),
+    (7, &["root", "busybox", "namespaces", "user namespaces"]),
+];
+
+pub fn doctor() -> Result<()> {
+    let findings = checks();
+    for (name, finding) in &findings {
+        println!("{} {name}: {}", if finding.ok { "✓" } else { "✗" }, finding.line);
+    }
+    println!();
+    let ok = |need: &str| findings.iter().any(|(name, finding)| *name == need && finding.ok);
+    for chapter in chapters::all()? {
+        let needs = CHAPTER_NEEDS.iter().find(|(n, _)| *n == chapter.number);
+        let missing: Vec<&str> = needs
+            .map(|(_, needs)| needs.iter().copied().filter(|n| !ok(n)).collect())
+            .unwrap_or_default();
+        if missing.is_empty() {
+            println!("✓ chapter {}: ready", chapter.number);
+        } else {
+            println!("✗ chapter {}: needs {}", chapter.number, missing.join(", "));
+        }
+    }
+    Ok(())
+}
+
+fn root() -> Finding {
+    if is_root() {
+        return good("running as root");
+    }
+    let sudo = Command::new("sudo").args(["-n", "true"]).stderr(Stdio::null()).status();
+    match sudo {
+        Ok(status) if status.success() => good("sudo works without a password"),
+        Ok(_) => good("sudo will ask for your password when a check runs a container"),
+        Err(_) => bad("not root and no sudo: run the workshop as root (`su -`)"),
+    }
+}
+
+fn kernel() -> Finding {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    let mut numbers = release.split(['.', '-']).map(|part| part.parse::<u32>().unwrap_or(0));
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if version >= (5, 14) {
+        good(format!("Linux {release}"))
+    } else {
+        bad(format!(
+            "Linux {release}: the workshop needs 5.14 or newer (cgroup.kill); use a newer VM image"
+        ))
+    }
+}
+
+fn namespaces(kinds: &[&str]) -> Finding {
+    let missing: Vec<&str> = kinds
+        .iter()
+        .copied()
+        .filter(|kind| !Path::new("/proc/self/ns").join(kind).exists())
+        .collect();
+    if missing.is_empty() {
+        good(kinds.join(", "))
+    } else {
+        bad(format!(
+            "the kernel lacks {} namespaces (CONFIG_*_NS); use a distribution kernel",
+            missing.join(", ")
+        ))
+    }
+}
+
+fn user_namespaces() -> Finding {
+    let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    if max.trim().parse::<u64>().unwrap_or(0) == 0 {
+        return bad("user namespaces are off: `sysctl -w user.max_user_namespaces=15000`");
+    }
+    let restricted = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns";
+    if fs::read_to_string(restricted).is_ok_and(|value| value.trim() == "1") {
+        return good(
+            "allowed for root; AppArmor restricts them for other users (rootless needs \
+             `sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`)",
+        );
+    }
+    good(format!("allowed (max {})", max.trim()))
+}
+
+fn cgroups() -> Finding {
+    let is_cgroup2 =
+        |path: &str| statfs(path).is_ok_and(|fs| fs.filesystem_type() == CGROUP2_SUPER_MAGIC);
+    if is_cgroup2("/sys/fs/cgroup") {
+        let controllers =
+            fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").unwrap_or_default();
+        let missing: Vec<&str> = ["cpu", "memory", "pids"]
+            .into_iter()
+            .filter(|c| !controllers.split_whitespace().any(|x| x == *c))
+            .collect();
+        if missing.is_empty() {
+            return good(format!("cgroup v2 (unified), controllers: {}", controllers.trim()));
+        }
+        return bad(format!(
+            "cgroup v2 (unified), but {} not enabled in /sys/fs/cgroup/cgroup.subtree_control: \
+             `echo +{} > /sys/fs/cgroup/cgroup.subtree_control`",
+            missing.join(", "),
+            missing.join(" +")
+        ));
+    }
+    let layout = if is_cgroup2("/sys/fs/cgroup/unified") { "hybrid" } else { "legacy" };
+    let missing: Vec<&str> = ["cpu", "memory", "pids"]
+        .into_iter()
+        .filter(|c| !Path::new("/sys/fs/cgroup").join(c).join("cgroup.procs").exists())
+        .collect();
+    if missing.is_empty() {
+        good(format!("cgroup v1 ({layout}): cpu, memory, pids mounted"))
+    } else {
+        bad(format!(
+            "cgroup v1 ({layout}), but {} not mounted under /sys/fs/cgroup",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// A kernel feature that is built in, loaded, or loadable as `module`.
+fn kernel_feature(module: &str, name: &str, filesystem: &str) -> Finding {
+    let in_filesystems = fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|list| list.lines().any(|line| line.ends_with(filesystem)));
+    if in_filesystems || module_available(module) {
+        good(format!("{name} available"))
+    } else {
+        bad(format!("{name} missing: `modprobe {module}`, or a kernel with it"))
+    }
+}
+
+fn module_available(module: &str) -> bool {
+    Path::new("/sys/module").join(module).exists()
+        || Command::new("modprobe")
+            .args(["-n", module])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+}
+
+fn veth_and_bridge() -> Finding {
+    let missing: Vec<&str> =
+        ["veth", "bridge"].into_iter().filter(|m| !module_available(m)).collect();
+    if missing.is_empty() {
+        good("veth and bridge available")
+    } else {
+        bad(format!("{} missing: `modprobe {}`", missing.join(", "), missing.join(" ")))
+    }
+}
+
+fn firewall() -> Finding {
+    let on_path = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    match (on_path("nft"), on_path("iptables")) {
+        (true, _) => good("nftables (nft)"),
+        (false, true) => good("iptables"),
+        (false, false) => bad("neither nft nor iptables: `sudo apt-get install nftables`"),
+    }
+}
+
+fn busybox() -> Finding {
+    match find_static_busybox_quietly() {
+        Some(path) => good(format!("static busybox at {}", path.display())),
+        None => bad("no static busybox: `sudo apt-get install busybox-static`"),
+    }
+}

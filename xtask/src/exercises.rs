@@ -1,0 +1,312 @@
+//! Exercise regions: `// EXERCISE N.k: instructions` … `// END EXERCISE` in a chapter's
+//! sources, described by its exercises.toml. `exercise N` replaces each region's body with
+//! `todo!`, `solution N` puts the reference solution back; neither ever loses a learner's work.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use xtask::project_root;
+
+use crate::chapters::Chapter;
+
+const START: &str = "// EXERCISE ";
+const END: &str = "// END EXERCISE";
+
+#[derive(Debug, Deserialize)]
+pub struct Exercise {
+    pub id: String,
+    pub title: String,
+    pub hint: String,
+    pub checks: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ExercisesToml {
+    exercise: Vec<Exercise>,
+}
+
+/// The exercises of `chapter`, from its exercises.toml.
+pub fn load(chapter: &Chapter) -> Result<Vec<Exercise>> {
+    let path = chapter.dir.join("exercises.toml");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let parsed: ExercisesToml =
+        toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    Ok(parsed.exercise)
+}
+
+/// A source file cut into plain text and exercise regions.
+#[derive(Debug, PartialEq)]
+enum Part {
+    Text(String),
+    Region { id: String, marker: String, body: String, end: String },
+}
+
+fn parse(text: &str) -> Result<Vec<Part>> {
+    let mut parts = Vec::new();
+    let mut lines = text.split_inclusive('\n');
+    let mut plain = String::new();
+    while let Some(line) = lines.next() {
+        let Some(id) = exercise_id(line) else {
+            plain.push_str(line);
+            continue;
+        };
+        parts.push(Part::Text(std::mem::take(&mut plain)));
+        let mut body = String::new();
+        let end = loop {
+            match lines.next() {
+                Some(end) if end.trim() == END => break end.to_string(),
+                Some(line) if exercise_id(line).is_some() => {
+                    bail!("exercise {id} starts before the one above it ends")
+                }
+                Some(line) => body.push_str(line),
+                None => bail!("exercise {id} has no `{END}` line"),
+            }
+        };
+        parts.push(Part::Region { id, marker: line.to_string(), body, end });
+    }
+    parts.push(Part::Text(plain));
+    Ok(parts)
+}
+
+/// `1.2` from `    // EXERCISE 1.2: do this`.
+fn exercise_id(line: &str) -> Option<String> {
+    let rest = line.trim_start().strip_prefix(START)?;
+    let (id, _instructions) = rest.split_once(':')?;
+    Some(id.trim().to_string())
+}
+
+fn join(parts: &[Part]) -> String {
+    parts
+        .iter()
+        .map(|part| match part {
+            Part::Text(text) => text.clone(),
+            Part::Region { marker, body, end, .. } => format!("{marker}{body}{end}"),
+        })
+        .collect()
+}
+
+/// The body a stripped region has: `todo!` under the instructions, indented like them.
+fn todo_body(marker: &str, id: &str) -> String {
+    let indent = &marker[..marker.len() - marker.trim_start().len()];
+    format!("{indent}todo!(\"exercise {id}\");\n")
+}
+
+/// The bodies of every region in `text`, by exercise id.
+fn bodies(text: &str) -> Result<BTreeMap<String, String>> {
+    Ok(parse(text)?
+        .into_iter()
+        .filter_map(|part| match part {
+            Part::Region { id, body, .. } => Some((id, body)),
+            Part::Text(_) => None,
+        })
+        .collect())
+}
+
+/// `text` with the body of each region that `select` picks replaced by `todo!`.
+pub fn strip(text: &str, select: impl Fn(&str) -> bool) -> Result<String> {
+    let mut parts = parse(text)?;
+    for part in &mut parts {
+        if let Part::Region { id, marker, body, .. } = part {
+            if select(id) {
+                *body = todo_body(marker, id);
+            }
+        }
+    }
+    Ok(join(&parts))
+}
+
+/// `text` with every region's body taken from `solution`.
+fn restore(text: &str, solution: &str) -> Result<String> {
+    let solved = bodies(solution)?;
+    let mut parts = parse(text)?;
+    for part in &mut parts {
+        if let Part::Region { id, body, .. } = part {
+            *body = solved.get(id).cloned().with_context(|| format!("no solution for {id}"))?;
+        }
+    }
+    Ok(join(&parts))
+}
+
+/// The exercise ids whose bodies in `text` are neither stripped nor the solution's: a
+/// learner's work.
+fn attempts(text: &str, solution: &str) -> Result<Vec<String>> {
+    let solved = bodies(solution)?;
+    let mut worked_on = Vec::new();
+    for part in parse(text)? {
+        if let Part::Region { id, marker, body, .. } = part {
+            if body != todo_body(&marker, &id) && solved.get(&id) != Some(&body) {
+                worked_on.push(id);
+            }
+        }
+    }
+    Ok(worked_on)
+}
+
+/// Every source file of `chapter` that holds an exercise region.
+pub fn files_with_regions(chapter: &Chapter) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let mut dirs = vec![chapter.dir.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs")
+                && fs::read_to_string(&path)?.lines().any(|line| exercise_id(line).is_some())
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+#[cfg(test)]
+/// Every exercise id in `chapter`'s sources, in source order per file.
+pub fn region_ids(chapter: &Chapter) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for file in files_with_regions(chapter)? {
+        ids.extend(bodies(&fs::read_to_string(&file)?)?.into_keys());
+    }
+    Ok(ids)
+}
+
+fn workshop_dir(kind: &str, chapter: &Chapter) -> PathBuf {
+    project_root().join(".crabbox").join(kind).join(format!("{:02}", chapter.number))
+}
+
+fn relative(path: &Path) -> &Path {
+    path.strip_prefix(project_root()).unwrap_or(path)
+}
+
+/// The reference solution of `file`: the copy `exercise N` saved, else the committed file.
+fn solution_of(chapter: &Chapter, file: &Path) -> Result<String> {
+    let saved = workshop_dir("solutions", chapter).join(relative(file));
+    if let Ok(text) = fs::read_to_string(&saved) {
+        return Ok(text);
+    }
+    let output = std::process::Command::new("git")
+        .current_dir(project_root())
+        .arg("show")
+        .arg(format!("HEAD:{}", relative(file).display()))
+        .output()
+        .context("run git show")?;
+    if !output.status.success() {
+        bail!("no saved solution for {} and git has none either", relative(file).display());
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// Copies the learner's version of `file` aside before it is rewritten.
+fn save_attempt(chapter: &Chapter, file: &Path, text: &str, ids: &[String]) -> Result<()> {
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let name = format!("{}.{stamp}", relative(file).display());
+    let copy = workshop_dir("attempts", chapter).join(name);
+    fs::create_dir_all(copy.parent().unwrap())?;
+    fs::write(&copy, text)?;
+    println!("your work on exercise {} is saved in {}", ids.join(", "), relative(&copy).display());
+    Ok(())
+}
+
+/// `cargo xtask exercise N`: save the solution, then strip every region of chapter N.
+pub fn exercise(chapter: &Chapter) -> Result<()> {
+    for file in files_with_regions(chapter)? {
+        let text = fs::read_to_string(&file)?;
+        let solution = solution_of(chapter, &file)?;
+        let saved = workshop_dir("solutions", chapter).join(relative(&file));
+        if !saved.exists() {
+            fs::create_dir_all(saved.parent().unwrap())?;
+            fs::write(&saved, &solution)?;
+        }
+        let worked_on = attempts(&text, &solution)?;
+        if !worked_on.is_empty() {
+            save_attempt(chapter, &file, &text, &worked_on)?;
+        }
+        fs::write(&file, strip(&text, |_| true)?)?;
+        println!("stripped {}", relative(&file).display());
+    }
+    println!(
+        "Chapter {n}'s exercises are ready: read the `// EXERCISE` comments, fill in each \
+         `todo!`, and run `cargo xtask check-chapter {n}`.",
+        n = chapter.number
+    );
+    Ok(())
+}
+
+/// `cargo xtask solution N`: put the reference solution back into every region.
+pub fn solution(chapter: &Chapter) -> Result<()> {
+    for file in files_with_regions(chapter)? {
+        let text = fs::read_to_string(&file)?;
+        let solution = solution_of(chapter, &file)?;
+        let worked_on = attempts(&text, &solution)?;
+        if !worked_on.is_empty() {
+            save_attempt(chapter, &file, &text, &worked_on)?;
+        }
+        fs::write(&file, restore(&text, &solution)?)?;
+        println!("restored {}", relative(&file).display());
+    }
+    Ok(())
+}
+
+/// Puts a file's original text back when dropped: `cargo xtask test` strips one exercise at
+/// a time in place and must leave the tree as it found it, also when a step fails.
+pub struct RestoreOnDrop {
+    file: PathBuf,
+    original: String,
+}
+
+impl RestoreOnDrop {
+    pub fn strip_one(file: &Path, id: &str) -> Result<RestoreOnDrop> {
+        let original = fs::read_to_string(file)?;
+        fs::write(file, strip(&original, |region| region == id)?)?;
+        Ok(RestoreOnDrop { file: file.into(), original })
+    }
+}
+
+impl Drop for RestoreOnDrop {
+    fn drop(&mut self) {
+        if let Err(err) = fs::write(&self.file, &self.original) {
+            eprintln!("could not restore {}: {err}", self.file.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOLVED: &str = "fn a() -> u8 {\n    // EXERCISE 1.1: return one\n    let one = 1;\n    one\n    // END EXERCISE\n}\n";
+    const STRIPPED: &str = "fn a() -> u8 {\n    // EXERCISE 1.1: return one\n    todo!(\"exercise 1.1\");\n    // END EXERCISE\n}\n";
+
+    #[test]
+    fn stripping_keeps_the_instructions_and_is_idempotent() {
+        let stripped = strip(SOLVED, |_| true).unwrap();
+        assert_eq!(stripped, STRIPPED);
+        assert_eq!(strip(&stripped, |_| true).unwrap(), STRIPPED);
+    }
+
+    #[test]
+    fn restoring_brings_back_the_solution() {
+        assert_eq!(restore(STRIPPED, SOLVED).unwrap(), SOLVED);
+    }
+
+    #[test]
+    fn a_learners_work_is_recognised() {
+        let attempt = STRIPPED.replace("todo!(\"exercise 1.1\");", "2");
+        assert_eq!(attempts(&attempt, SOLVED).unwrap(), ["1.1"]);
+        assert!(attempts(STRIPPED, SOLVED).unwrap().is_empty());
+        assert!(attempts(SOLVED, SOLVED).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unterminated_region_is_an_error() {
+        let broken = SOLVED.replace("// END EXERCISE\n", "");
+        assert!(parse(&broken).is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! Rules the tree keeps, checked as tests: exercises.toml agrees with the exercise markers
+//! and names real checks; the book includes code by anchor only.
+
+use std::fs;
+
+use xtask::project_root;
+
+use crate::chapters;
+use crate::exercises::{load, region_ids};
+
+#[test]
+fn every_exercise_has_a_marker_a_hint_and_a_real_check() {
+    for chapter in chapters::all().unwrap() {
+        let exercises = load(&chapter).unwrap();
+        let toml_ids: Vec<&str> = exercises.iter().map(|e| e.id.as_str()).collect();
+        let mut marker_ids = region_ids(&chapter).unwrap();
+        marker_ids
+            .sort_by_key(|id| id.split('.').map(|n| n.parse::<u32>().unwrap()).collect::<Vec<_>>());
+        assert_eq!(toml_ids, marker_ids, "chapter {}: exercises.toml vs markers", chapter.number);
+        let tests_file = project_root().join("tests").join(format!("{}.rs", chapter.test_name));
+        let tests = fs::read_to_string(&tests_file).unwrap();
+        for exercise in &exercises {
+            assert!(exercise.id.starts_with(&format!("{}.", chapter.number)), "{}", exercise.id);
+            assert!(
+                !exercise.title.is_empty() && !exercise.hint.trim().is_empty(),
+                "{}",
+                exercise.id
+            );
+            assert!(!exercise.checks.is_empty(), "exercise {} has no check", exercise.id);
+            for check in &exercise.checks {
+                assert!(
+                    tests.contains(&format!("fn {check}()")),
+                    "exercise {}: no check {check}",
+                    exercise.id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_book_includes_code_by_anchor_only() {
+    for entry in fs::read_dir(project_root().join("book/src")).unwrap() {
+        let page = entry.unwrap().path();
+        let text = fs::read_to_string(&page).unwrap();
+        for include in text.split("{{#include ").skip(1) {
+            let target = include.split("}}").next().unwrap();
+            assert!(
+                target.contains(".rs:") || target.contains(".toml:"),
+                "{}: `{{{{#include {target}}}}}` has no anchor",
+                page.display()
+            );
+        }
+    }
+}
