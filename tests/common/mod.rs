@@ -93,7 +93,7 @@ impl Transcript {
             128 + output.status.signal().expect("a process ends by exit or by signal")
         });
         Transcript {
-            command_line: command_line(command),
+            command_line: xtask::command_line(command),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             status,
@@ -109,21 +109,6 @@ impl fmt::Display for Transcript {
             writeln!(f, "[exit status: {}]", self.status)?;
         }
         Ok(())
-    }
-}
-
-fn command_line(command: &Command) -> String {
-    let program = Path::new(command.get_program()).file_name().unwrap().to_string_lossy();
-    let args = command.get_args().map(|arg| shell_quote(&arg.to_string_lossy()));
-    std::iter::once(program.into_owned()).chain(args).collect::<Vec<_>>().join(" ")
-}
-
-fn shell_quote(arg: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+-,".contains(c);
-    if !arg.is_empty() && arg.chars().all(plain) {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
     }
 }
 

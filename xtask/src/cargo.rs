@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use xtask::rootfs::is_root;
-use xtask::{host_triple, project_root};
+use xtask::{command_line, host_triple, project_root};
 
 use crate::chapters::Chapter;
 
@@ -19,21 +19,12 @@ pub fn cargo() -> Command {
 
 /// Echoes `command` as `$ …`, runs it, and fails unless it succeeds.
 pub fn run(command: &mut Command) -> Result<()> {
-    eprintln!("$ {}", show(command));
-    let status = command.status().with_context(|| format!("start {}", show(command)))?;
+    eprintln!("$ {}", command_line(command));
+    let status = command.status().with_context(|| format!("start {}", command_line(command)))?;
     if !status.success() {
-        bail!("`{}` failed ({status})", show(command));
+        bail!("`{}` failed ({status})", command_line(command));
     }
     Ok(())
-}
-
-pub fn show(command: &Command) -> String {
-    let program = Path::new(command.get_program()).file_name().unwrap_or_default();
-    let args = command.get_args().map(|arg| arg.to_string_lossy().into_owned());
-    std::iter::once(program.to_string_lossy().into_owned())
-        .chain(args)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A command for `program` that runs as root: directly when we are root, else with sudo.

@@ -8,9 +8,9 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 use xtask::rootfs::ensure_default_rootfs;
-use xtask::{host_triple, project_root};
+use xtask::{command_line, host_triple, project_root};
 
-use crate::cargo::{as_root, build_chapter, show};
+use crate::cargo::{as_root, build_chapter};
 use crate::chapters;
 
 pub fn demo() -> Result<()> {
@@ -35,7 +35,7 @@ fn step(say: &str, binary: &str, args: &[&str]) -> Result<()> {
     println!("\n# {say}");
     let mut command = as_root(&target_bin(binary));
     command.args(args);
-    println!("$ {}", show(&command).trim_start_matches("sudo -E "));
+    println!("$ {}", command_line(&command).trim_start_matches("sudo -E "));
     command.status().with_context(|| format!("run {binary}"))?;
     Ok(())
 }
@@ -56,7 +56,7 @@ fn chroot_tour(rootfs: &Path) -> Result<()> {
     step(
         "But the network is still the host's: the same interfaces.",
         "ch01",
-        &["run", &root, "--", "ip", "-br", "link"],
+        &["run", &root, "--", "sh", "-c", "ip -o link | cut -d: -f2"],
     )?;
 
     let scratch = tempfile_dir()?;

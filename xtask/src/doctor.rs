@@ -34,7 +34,7 @@ fn checks() -> Vec<(&'static str, Finding)> {
         ("net namespace", namespaces(&["net"])),
         ("user namespaces", user_namespaces()),
         ("cgroups", cgroups()),
-        ("overlayfs", kernel_feature("overlay", "overlayfs", "overlay")),
+        ("overlayfs", overlayfs()),
         ("veth and bridge", veth_and_bridge()),
         ("firewall", firewall()),
         ("busybox", busybox()),
@@ -165,29 +165,50 @@ fn cgroups() -> Finding {
     }
 }
 
-/// A kernel feature that is built in, loaded, or loadable as `module`.
-fn kernel_feature(module: &str, name: &str, filesystem: &str) -> Finding {
-    let in_filesystems = fs::read_to_string("/proc/filesystems")
-        .is_ok_and(|list| list.lines().any(|line| line.ends_with(filesystem)));
-    if in_filesystems || module_available(module) {
-        good(format!("{name} available"))
+fn overlayfs() -> Finding {
+    let registered = fs::read_to_string("/proc/filesystems")
+        .is_ok_and(|list| list.lines().any(|line| line.ends_with("overlay")));
+    if registered || kernel_has("overlay", "CONFIG_OVERLAY_FS") {
+        good("overlayfs available")
     } else {
-        bad(format!("{name} missing: `modprobe {module}`, or a kernel with it"))
+        bad("overlayfs missing: `modprobe overlay`, or a kernel with CONFIG_OVERLAY_FS")
     }
 }
 
-fn module_available(module: &str) -> bool {
+/// Whether the kernel has `module`: loaded, loadable, or built in (which the kernel config
+/// tells; built-in drivers without parameters do not show in /sys/module).
+fn kernel_has(module: &str, config: &str) -> bool {
     Path::new("/sys/module").join(module).exists()
         || Command::new("modprobe")
             .args(["-n", module])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|status| status.success())
+        || kernel_config().lines().any(|line| {
+            line.strip_prefix(config).is_some_and(|value| value == "=y" || value == "=m")
+        })
+}
+
+/// The running kernel's build configuration, from /boot or /proc/config.gz.
+fn kernel_config() -> String {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let boot_config = format!("/boot/config-{}", release.trim());
+    fs::read_to_string(boot_config).unwrap_or_else(|_| {
+        Command::new("zcat")
+            .arg("/proc/config.gz")
+            .stderr(Stdio::null())
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    })
 }
 
 fn veth_and_bridge() -> Finding {
-    let missing: Vec<&str> =
-        ["veth", "bridge"].into_iter().filter(|m| !module_available(m)).collect();
+    let missing: Vec<&str> = [("veth", "CONFIG_VETH"), ("bridge", "CONFIG_BRIDGE")]
+        .into_iter()
+        .filter(|(module, config)| !kernel_has(module, config))
+        .map(|(module, _)| module)
+        .collect();
     if missing.is_empty() {
         good("veth and bridge available")
     } else {
