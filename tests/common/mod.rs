@@ -6,8 +6,11 @@
 
 use std::fmt;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
@@ -119,6 +122,7 @@ pub fn settings() -> insta::Settings {
     settings.add_filter(&regex_escape(&rootfs().to_string_lossy()), "[ROOTFS]");
     settings.add_filter(r"/tmp/crabbox-test-[A-Za-z0-9]+", "[TMP]");
     settings.add_filter(r"\bpid \d+", "pid [PID]");
+    settings.add_filter(r"\b[0-9a-f]{12}\b", "[ID]");
     settings
 }
 
@@ -169,5 +173,110 @@ impl EscapeCheck {
     /// Whether the run printed the host's marker, i.e. got out.
     pub fn reached_host(&self, transcript: &Transcript) -> bool {
         transcript.stdout == HOST_MARKER
+    }
+}
+
+/// Polls `done` until it is true, failing the check after `timeout`.
+pub fn poll_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The pids of the children of `pid` (see proc(5), /proc/PID/task/TID/children).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.split_whitespace().map(|child| child.parse().unwrap()).collect()
+}
+
+/// The state letter of `pid` (R, S, Z, …) from /proc/PID/stat, if it still exists.
+pub fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces; the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// A container runtime running in the background, with its stdout read line by line. On
+/// drop it kills what it started: the container's processes first (a runtime killed by
+/// SIGKILL cannot clean up after itself), then the runtime.
+pub struct Running {
+    pub child: Child,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    pub fn spawn(command: &mut Command) -> Running {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the runtime");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    /// Reads stdout until a line equal to `wanted`; returns the lines before it.
+    pub fn wait_for_line(&self, wanted: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut before = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == wanted => return before,
+                Ok(line) => before.push(line),
+                Err(_) => panic!("no line `{wanted}` from the container; got {before:?}"),
+            }
+        }
+    }
+
+    /// The container's first process: the runtime's child, once it has one.
+    pub fn container_pid(&self) -> u32 {
+        let mut children = Vec::new();
+        poll_until("the runtime to start the container", Duration::from_secs(10), || {
+            children = children_of(self.child.id());
+            !children.is_empty()
+        });
+        assert_eq!(children.len(), 1, "the runtime has one child, the container");
+        children[0]
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).expect("signal the runtime");
+    }
+
+    /// Waits (bounded) for the runtime to exit and returns its exit code.
+    pub fn wait_for_exit(&mut self) -> Option<i32> {
+        let mut status = None;
+        poll_until("the runtime to exit", Duration::from_secs(20), || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap().code()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        use nix::sys::signal::{kill, Signal};
+        use nix::unistd::Pid;
+        if self.child.try_wait().ok().flatten().is_none() {
+            for pid in children_of(self.child.id()) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }

@@ -54,3 +54,13 @@ fn child_setup(rootfs: &Path, command: &[String]) -> u8 {
     failure.exit_code()
 }
 // ANCHOR_END: sequence
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -27,17 +27,25 @@ pub fn fork_child(child: impl FnOnce() -> u8) -> Result<Pid> {
 }
 
 // ANCHOR: wait_for_exit
-/// Waits for `pid` to end and returns its exit status the way a shell reports it: the
-/// status it exited with, or 128 + N when signal N killed it.
+/// Waits for `pid` to end and returns its exit status the way a shell reports it.
 pub fn wait_for_exit(pid: Pid) -> Result<u8> {
-    // EXERCISE 1.2: wait for `pid` with waitpid(2) and turn its WaitStatus into a shell exit status
     loop {
-        match waitpid(pid, None).with_context(|| format!("wait for pid {pid}"))? {
-            // WEXITSTATUS is the low 8 bits of what the child passed to exit(2).
-            WaitStatus::Exited(_, code) => return Ok(code as u8),
-            WaitStatus::Signaled(_, signal, _) => return Ok(128 + signal as u8),
-            _ => continue,
+        let status = waitpid(pid, None).with_context(|| format!("wait for pid {pid}"))?;
+        if let Some(code) = exit_status(status) {
+            return Ok(code);
         }
+    }
+}
+
+/// The status a shell reports for a process that ended: the status it exited with, or
+/// 128 + N when signal N killed it. `None` while it has not ended (stopped, continued).
+pub fn exit_status(status: WaitStatus) -> Option<u8> {
+    // EXERCISE 1.2: turn a WaitStatus into a shell's exit status: Exited gives its code, Signaled 128 + the signal number
+    match status {
+        // WEXITSTATUS is the low 8 bits of what the child passed to exit(2).
+        WaitStatus::Exited(_, code) => Some(code as u8),
+        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as u8),
+        _ => None,
     }
     // END EXERCISE
 }

@@ -1,0 +1,21 @@
+//! `--init`: a minimal init to run as PID 1, as `docker run --init` does with tini.
+//!
+//! The first process of a PID namespace has two duties no other process has; see
+//! pid_namespaces(7). The kernel delivers it only the signals it has installed a handler
+//! for, so a program that never expected to be PID 1 ignores SIGTERM and Ctrl-C. And every
+//! process whose parent ends is re-parented to it: unless it waits for them, they stay as
+//! zombies. This init runs the command as its child, passes signals on, and reaps them all.
+
+use anyhow::Result;
+use ch01_chroot::process::fork_child;
+
+use crate::signals::forward_signals_until_exit;
+
+// ANCHOR: run_init
+/// Runs `command` (a function that execs it) as the child of this process, forwarding
+/// signals and reaping zombies until it ends; returns its exit status.
+pub fn run_init(command: impl FnOnce() -> u8) -> Result<u8> {
+    let child = fork_child(command)?;
+    forward_signals_until_exit(child)
+}
+// ANCHOR_END: run_init
