@@ -1,0 +1,122 @@
+//! `ch03 run [--hostname NAME] [--init] [--read-only] [-v HOST:CONTAINER[:ro]]… ROOTFS --
+//! COMMAND`: chapter 2's namespaces plus a mount namespace; pivot_root replaces chroot.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ch01_chroot::exec::exec_command;
+use ch01_chroot::process::{require_root, EXIT_RUNTIME_FAILURE};
+use ch01_chroot::rootfs::check_rootfs;
+use ch02_namespaces::hostname::{check_hostname, new_container_id, set_hostname};
+use ch02_namespaces::init::run_init;
+use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
+use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, SignalMask};
+use ch03_pivot_root::cli::RunArgs;
+use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
+use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, remount_read_only};
+use ch03_pivot_root::pivot_root::pivot_root_into;
+use ch03_pivot_root::volumes::bind_volume;
+use clap::{Parser, Subcommand};
+use nix::sched::CloneFlags;
+
+#[derive(Debug, Parser)]
+#[command(name = "ch03", version, about = "Chapter 3: a mount namespace and pivot_root")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run COMMAND with ROOTFS as the root of its own mount namespace
+    Run(RunArgs),
+}
+
+fn main() -> ExitCode {
+    let Command::Run(args) = Cli::parse().command;
+    match run(&args) {
+        Ok(status) => ExitCode::from(status),
+        Err(err) => {
+            eprintln!("ch03: {err:#}");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
+
+// ANCHOR: sequence
+fn run(args: &RunArgs) -> Result<u8> {
+    require_root("ch03")?;
+    let rootfs = check_rootfs(&args.base.base.rootfs)?;
+    let hostname = choose_hostname(args)?;
+    let mask = block_signals()?;
+    let namespaces = NAMESPACES | CloneFlags::CLONE_NEWNS;
+    let child = spawn_in_namespaces(namespaces, || child_setup(&rootfs, &hostname, args, &mask))?;
+    forward_signals_until_exit(child)
+}
+
+/// Runs in the child, PID 1 of the new PID namespace, in its own mount namespace.
+fn child_setup(rootfs: &Path, hostname: &str, args: &RunArgs, mask: &SignalMask) -> u8 {
+    if let Err(err) = set_up_container(rootfs, hostname, args) {
+        eprintln!("ch03: {err:#}");
+        return EXIT_RUNTIME_FAILURE;
+    }
+    let command = &args.base.base.command;
+    if !args.base.init {
+        return exec(command, mask);
+    }
+    run_init(|| exec(command, mask)).unwrap_or_else(|err| {
+        eprintln!("ch03: init: {err:#}");
+        EXIT_RUNTIME_FAILURE
+    })
+}
+
+fn set_up_container(rootfs: &Path, hostname: &str, args: &RunArgs) -> Result<()> {
+    set_hostname(hostname)?;
+    make_mounts_private()?;
+    bind_mount_rootfs(rootfs)?;
+    for volume in &args.volumes {
+        bind_volume(rootfs, volume)?;
+    }
+    pivot_root_into(rootfs)?;
+    mount_proc()?;
+    mount_sys()?;
+    mount_dev()?;
+    if args.read_only {
+        remount_read_only(Path::new("/"))?;
+    }
+    Ok(())
+}
+// ANCHOR_END: sequence
+
+/// The hostname asked for, or a new container id, which the user is told.
+fn choose_hostname(args: &RunArgs) -> Result<String> {
+    if let Some(name) = &args.base.hostname {
+        check_hostname(name)?;
+        return Ok(name.clone());
+    }
+    let id = new_container_id()?;
+    eprintln!("ch03: container {id}");
+    Ok(id)
+}
+
+/// Becomes the command, with the signal mask it would have had without us.
+fn exec(command: &[String], mask: &SignalMask) -> u8 {
+    if let Err(err) = mask.restore() {
+        eprintln!("ch03: {err:#}");
+        return EXIT_RUNTIME_FAILURE;
+    }
+    let failure = exec_command(command);
+    eprintln!("ch03: {failure}");
+    failure.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}
