@@ -121,7 +121,8 @@ fn the_hosts_mount_table_is_unchanged_by_a_run() {
     let volume = format!("{}:/data:ro", data.path().display());
     let before = common::host_mounts();
     let options = ["--read-only", "-v", &volume];
-    let transcript = Transcript::run(&mut ch03_run(&options, &rootfs.path, &["cat", "/proc/mounts"]));
+    let transcript =
+        Transcript::run(&mut ch03_run(&options, &rootfs.path, &["cat", "/proc/mounts"]));
     assert_eq!(transcript.status, 0, "{transcript}");
     assert_eq!(common::host_mounts(), before);
 }
@@ -142,6 +143,7 @@ fn the_hosts_mount_table_is_unchanged_by_a_run_that_failed_half_way() {
 
 #[test]
 fn hostname_and_pid_namespaces_still_apply() {
-    let transcript = Transcript::run(&mut ch03_run(&[], &common::rootfs(), &["sh", "-c", "hostname; echo $$"]));
+    let transcript =
+        Transcript::run(&mut ch03_run(&[], &common::rootfs(), &["sh", "-c", "hostname; echo $$"]));
     assert_eq!(transcript.stdout, "box\n1\n");
 }

@@ -1,12 +1,12 @@
-//! `cargo xtask demo`: a short narrated tour of the most advanced chapter. It prepares what a
-//! fresh machine lacks (the rootfs, the binaries), runs every container as root (with sudo
-//! when needed) and leaves nothing behind.
+//! `cargo xtask demo`: a short narrated tour of what the most advanced chapter isolates. It
+//! prepares what a fresh machine lacks (the rootfs, the binaries), runs every container as
+//! root (with sudo when needed) and leaves nothing behind.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use xtask::rootfs::ensure_default_rootfs;
 use xtask::{command_line, host_triple, project_root};
 
@@ -15,83 +15,98 @@ use crate::chapters;
 
 pub fn demo() -> Result<()> {
     let all = chapters::all()?;
-    let chapter = all.last().context("no chapters yet")?;
+    let latest = all.last().context("no chapters yet")?;
     println!("Preparing: the busybox rootfs and the chapter binaries.");
     let rootfs = ensure_default_rootfs()?;
-    build_chapter(chapter, &all)?;
-    chroot_tour(&rootfs)
+    build_chapter(latest, &all)?;
+    let scratch = Scratch::new(&rootfs)?;
+    let binary = format!("ch{:02}", latest.number);
+    println!("\nA tour of `{binary}`, the latest chapter: a container, one mechanism at a time.");
+    tour(&binary, &scratch.rootfs)?;
+    println!("\nThe book explains each step: `cargo xtask book --serve`.");
+    Ok(())
 }
 
-fn target_bin(name: &str) -> PathBuf {
-    project_root().join("target/debug").join(name)
+/// A copy of the rootfs with chapter 1's escape in it, removed (as root) when dropped.
+struct Scratch {
+    dir: PathBuf,
+    rootfs: String,
 }
 
-fn static_bin(name: &str) -> PathBuf {
-    project_root().join("target").join(host_triple()).join("debug").join(name)
+impl Scratch {
+    fn new(rootfs: &Path) -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("crabbox-demo-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let copy = dir.join("rootfs");
+        let copied = Command::new("cp").arg("-a").arg(rootfs).arg(&copy).status()?;
+        ensure!(copied.success(), "copy the rootfs to {}", copy.display());
+        let escape = project_root().join("target").join(host_triple()).join("debug/ch01-escape");
+        fs::copy(&escape, copy.join("bin/ch01-escape"))
+            .with_context(|| format!("copy {} into the rootfs", escape.display()))?;
+        Ok(Scratch { rootfs: copy.to_string_lossy().into_owned(), dir })
+    }
 }
 
-/// Says what comes next, then runs `args` with the chapter binary, as root.
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = as_root(Path::new("rm")).arg("-rf").arg(&self.dir).status();
+    }
+}
+
+fn tour(binary: &str, rootfs: &str) -> Result<()> {
+    let run = |say: &str, options: &[&str], command: &[&str]| -> Result<()> {
+        let mut args = vec!["run"];
+        args.extend(options);
+        args.push(rootfs);
+        args.push("--");
+        args.extend(command);
+        step(say, binary, &args)
+    };
+    run(
+        "Chapter 1, chroot: `/` is the rootfs, a static busybox and little else.",
+        &[],
+        &["ls", "/"],
+    )?;
+    run(
+        "Chapter 2, UTS namespace: a hostname of its own.",
+        &["--hostname", "crab"],
+        &["hostname"],
+    )?;
+    run(
+        "Chapter 2, PID namespace: the command is PID 1.",
+        &[],
+        &["sh", "-c", "echo my pid is $$"],
+    )?;
+    run(
+        "Chapter 2, --init: a real init as PID 1 reaps zombies and passes on signals.",
+        &["--init"],
+        &["sh", "-c", "echo my pid is $$; ps"],
+    )?;
+    run("Chapter 3, mount namespace and its own /proc: ps sees only the container.", &[], &["ps"])?;
+    run("Chapter 3, a minimal /dev: none of the host's disks.", &[], &["ls", "/dev"])?;
+    run(
+        "Chapter 3, pivot_root: chapter 1's escape climbs `..` and stays inside.",
+        &[],
+        &["/bin/ch01-escape", "/etc/hostname"],
+    )?;
+    run(
+        "Chapter 3, --read-only: the rootfs cannot be changed; /dev/shm still can.",
+        &["--read-only"],
+        &["sh", "-c", "touch /file; touch /dev/shm/file && echo /dev/shm is fine"],
+    )?;
+    run(
+        "Still shared with the host: the network (chapter 5 will change that).",
+        &[],
+        &["sh", "-c", "ip -o link | cut -d: -f2"],
+    )
+}
+
+/// Says what comes next, then runs the chapter binary with `args`, as root.
 fn step(say: &str, binary: &str, args: &[&str]) -> Result<()> {
     println!("\n# {say}");
-    let mut command = as_root(&target_bin(binary));
+    let mut command = as_root(&project_root().join("target/debug").join(binary));
     command.args(args);
     println!("$ {}", command_line(&command).trim_start_matches("sudo -E "));
     command.status().with_context(|| format!("run {binary}"))?;
     Ok(())
-}
-
-fn chroot_tour(rootfs: &Path) -> Result<()> {
-    let root = rootfs.to_string_lossy();
-    println!("\nChapter 1: chroot(2) gives a process its own `/`, here {root}.");
-    step(
-        "Inside, / is the rootfs: a static busybox and little else.",
-        "ch01",
-        &["run", &root, "--", "ls", "/"],
-    )?;
-    step(
-        "Its /etc/os-release is the rootfs's, not the host's.",
-        "ch01",
-        &["run", &root, "--", "cat", "/etc/os-release"],
-    )?;
-    step(
-        "But the network is still the host's: the same interfaces.",
-        "ch01",
-        &["run", &root, "--", "sh", "-c", "ip -o link | cut -d: -f2"],
-    )?;
-
-    let scratch = tempfile_dir()?;
-    let copy = scratch.join("rootfs");
-    let copied = Command::new("cp").arg("-a").arg(rootfs).arg(&copy).status()?;
-    anyhow::ensure!(copied.success(), "copy the rootfs to {}", copy.display());
-    let copy_root = copy.to_string_lossy().into_owned();
-    let result = (|| {
-        step(
-            "And the process table: mount /proc inside and the host's processes are there.",
-            "ch01",
-            &[
-                "run",
-                &copy_root,
-                "--",
-                "sh",
-                "-c",
-                "mount -t proc proc /proc && ps | head -6; umount /proc",
-            ],
-        )?;
-        fs::copy(static_bin("ch01-escape"), copy.join("bin/ch01-escape"))?;
-        step(
-            "And root walks out: chroot again into a subdirectory, climb `..`, read the host's /etc/hostname.",
-            "ch01",
-            &["run", &copy_root, "--", "/bin/ch01-escape", "/etc/hostname"],
-        )
-    })();
-    let _ = as_root(Path::new("rm")).arg("-rf").arg(&scratch).status();
-    result?;
-    println!("\nchroot changes what `/` means, nothing else. Chapter 2 starts with namespaces.");
-    Ok(())
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("crabbox-demo-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
