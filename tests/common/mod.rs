@@ -280,3 +280,46 @@ impl Drop for Running {
         }
     }
 }
+
+/// The cgroup interface the chapters drive on this host: `v2` on a unified host, `v1` on a
+/// legacy or hybrid one.
+pub fn cgroup_version() -> &'static str {
+    let root = nix::sys::statfs::statfs("/sys/fs/cgroup").expect("statfs /sys/fs/cgroup");
+    if root.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC {
+        "v2"
+    } else {
+        "v1"
+    }
+}
+
+/// Whether the host has swap, which a memory limit alone lets a container use.
+pub fn host_has_swap() -> bool {
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+    meminfo.lines().any(|line| line.starts_with("SwapTotal:") && !line.ends_with(" 0 kB"))
+}
+
+/// The container id a runtime announced on stderr (`chNN: container <id>`).
+pub fn announced_id(stderr: &str) -> String {
+    let line = stderr.lines().find_map(|line| line.split_once(": container ")).map(|(_, id)| id);
+    line.expect("the runtime announces the container's id").trim().to_string()
+}
+
+/// Every directory named `name` below /sys/fs/cgroup: what a container's cgroup left.
+pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|kind| kind.is_dir()) || depth > 4 {
+                continue;
+            }
+            if entry.file_name() == name {
+                found.push(path.clone());
+            }
+            dirs.push((path, depth + 1));
+        }
+    }
+    found
+}

@@ -10,6 +10,7 @@ mod exercises;
 mod test;
 #[cfg(test)]
 mod tidy;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,8 @@ enum Task {
         #[arg(long)]
         serve: bool,
     },
+    /// Run a command in a throwaway qemu guest with a pure cgroup v2 (or v1) layout
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +79,6 @@ fn run(task: Task) -> Result<()> {
             exercises::solution(chapters::find(&chapters::all()?, chapter)?)
         }
         Task::Book { serve } => book::book(serve),
+        Task::VmTest(args) => vm::vm_test(&args),
     }
 }

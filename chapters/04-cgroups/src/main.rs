@@ -1,0 +1,194 @@
+//! `ch04 run [--memory SIZE] [--cpus N] [--pids-limit N] … ROOTFS -- COMMAND`: chapter 3's
+//! container, in a cgroup of its own with limits, and in a cgroup namespace.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use ch01_chroot::exec::exec_command;
+use ch01_chroot::process::{require_root, EXIT_RUNTIME_FAILURE};
+use ch01_chroot::rootfs::check_rootfs;
+use ch02_namespaces::hostname::{check_hostname, new_container_id, set_hostname};
+use ch02_namespaces::init::run_init;
+use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
+use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, SignalMask};
+use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
+use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, remount_read_only};
+use ch03_pivot_root::pivot_root::pivot_root_into;
+use ch03_pivot_root::volumes::bind_volume;
+use ch04_cgroups::cgroups::{
+    detect_setup, enter_cgroup_namespace, mount_cgroupfs, Cgroup, CgroupSetup, Stats,
+};
+use ch04_cgroups::cli::RunArgs;
+use ch04_cgroups::gate::Gate;
+use ch04_cgroups::limits::show_size;
+use clap::{Parser, Subcommand};
+use nix::sched::CloneFlags;
+
+#[derive(Debug, Parser)]
+#[command(name = "ch04", version, about = "Chapter 4: a container with cgroup limits")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run COMMAND in its own namespaces and cgroup, with ROOTFS as its root
+    Run(RunArgs),
+}
+
+fn main() -> ExitCode {
+    let Command::Run(args) = Cli::parse().command;
+    match run(&args) {
+        Ok(status) => ExitCode::from(status),
+        Err(err) => {
+            eprintln!("ch04: {err:#}");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
+
+// ANCHOR: sequence
+fn run(args: &RunArgs) -> Result<u8> {
+    require_root("ch04")?;
+    let rootfs = check_rootfs(&args.base.base.base.rootfs)?;
+    let limits = args.limits();
+    limits.check()?;
+    let id = new_container_id()?;
+    let hostname = args.base.base.hostname.clone().unwrap_or_else(|| id.clone());
+    check_hostname(&hostname)?;
+    eprintln!("ch04: container {id}");
+    let setup = detect_setup()?;
+    let cgroup = Cgroup::create(setup, &id, &limits)?;
+    let status = run_in_cgroup(&cgroup, setup, &rootfs, &hostname, args);
+    let removed = cgroup.remove();
+    match (status, removed) {
+        (Ok(status), Ok(())) => Ok(status),
+        (Err(err), Ok(())) => Err(err),
+        (Ok(_), Err(cleanup)) => Err(cleanup.context("remove the container's cgroup")),
+        (Err(err), Err(cleanup)) => {
+            Err(err.context(format!("and removing the cgroup failed: {cleanup:#}")))
+        }
+    }
+}
+
+fn run_in_cgroup(
+    cgroup: &Cgroup,
+    setup: CgroupSetup,
+    rootfs: &Path,
+    hostname: &str,
+    args: &RunArgs,
+) -> Result<u8> {
+    let mask = block_signals()?;
+    let gate = Gate::new()?;
+    let namespaces = NAMESPACES | CloneFlags::CLONE_NEWNS;
+    let child = spawn_in_namespaces(namespaces, || {
+        child_setup(rootfs, hostname, args, setup, &gate, &mask)
+    })?;
+    // The child waits at the gate until it is in its cgroup, so the limits hold from the
+    // command's first instruction. If this fails, the gate closes and the child exits.
+    cgroup.add_pid(child)?;
+    gate.open()?;
+    let status = forward_signals_until_exit(child)?;
+    report_end(cgroup, args)?;
+    Ok(status)
+}
+
+/// Runs in the child, PID 1 of the new PID namespace.
+fn child_setup(
+    rootfs: &Path,
+    hostname: &str,
+    args: &RunArgs,
+    setup: CgroupSetup,
+    gate: &Gate,
+    mask: &SignalMask,
+) -> u8 {
+    // The runtime reports why it stopped; nothing to add here.
+    if gate.wait().is_err() {
+        return EXIT_RUNTIME_FAILURE;
+    }
+    if let Err(err) = set_up_container(rootfs, hostname, args, setup) {
+        eprintln!("ch04: {err:#}");
+        return EXIT_RUNTIME_FAILURE;
+    }
+    let command = &args.base.base.base.command;
+    if !args.base.base.init {
+        return exec(command, mask);
+    }
+    run_init(|| exec(command, mask)).unwrap_or_else(|err| {
+        eprintln!("ch04: init: {err:#}");
+        EXIT_RUNTIME_FAILURE
+    })
+}
+
+fn set_up_container(
+    rootfs: &Path,
+    hostname: &str,
+    args: &RunArgs,
+    setup: CgroupSetup,
+) -> Result<()> {
+    enter_cgroup_namespace()?;
+    set_hostname(hostname)?;
+    make_mounts_private()?;
+    bind_mount_rootfs(rootfs)?;
+    for volume in &args.base.volumes {
+        bind_volume(rootfs, volume)?;
+    }
+    pivot_root_into(rootfs)?;
+    mount_proc()?;
+    mount_sys()?;
+    mount_cgroupfs(setup)?;
+    mount_dev()?;
+    if args.base.read_only {
+        remount_read_only(Path::new("/"))?;
+    }
+    Ok(())
+}
+// ANCHOR_END: sequence
+
+// ANCHOR: report_end
+/// Says why the container ended when the kernel killed it for memory, and its resource use
+/// with `--stats`.
+fn report_end(cgroup: &Cgroup, args: &RunArgs) -> Result<()> {
+    if cgroup.oom_kills()? > 0 {
+        match args.memory {
+            Some(limit) => eprintln!("ch04: killed: out of memory, limit {}", show_size(limit)),
+            None => eprintln!("ch04: killed: out of memory"),
+        }
+    }
+    if args.stats {
+        eprintln!("ch04: {}", describe(&cgroup.stats()?));
+    }
+    Ok(())
+}
+// ANCHOR_END: report_end
+
+fn describe(stats: &Stats) -> String {
+    let unknown = || "unknown".to_string();
+    let memory = stats.peak_memory.map_or_else(unknown, show_size);
+    let cpu = stats.cpu_usec.map_or_else(unknown, |usec| format!("{:.3} s", usec as f64 / 1e6));
+    let throttled = stats.throttled.map_or_else(unknown, |n| n.to_string());
+    format!("peak memory {memory}, cpu time {cpu}, throttled {throttled} times")
+}
+
+/// Becomes the command, with the signal mask it would have had without us.
+fn exec(command: &[String], mask: &SignalMask) -> u8 {
+    if let Err(err) = mask.restore() {
+        eprintln!("ch04: {err:#}");
+        return EXIT_RUNTIME_FAILURE;
+    }
+    let failure = exec_command(command);
+    eprintln!("ch04: {failure}");
+    failure.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

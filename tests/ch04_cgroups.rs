@@ -1,0 +1,129 @@
+//! Chapter 4 checks, on cgroup v1 and v2 hosts alike: limits hold from the first
+//! instruction, a fork bomb stops at pids.max, a memory hog is OOM-killed and reported, CPU
+//! time is throttled, and no cgroup is left once the container has ended, however it ended.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+use common::Transcript;
+use insta::assert_snapshot;
+
+fn ch04_run<S: AsRef<OsStr>>(options: &[&str], rootfs: &Path, command: &[S]) -> Command {
+    let mut ch04 = common::command("ch04");
+    ch04.arg("run").args(["--hostname", "box"]).args(options).arg(rootfs).arg("--").args(command);
+    ch04
+}
+
+fn assert_cgroup_removed(transcript: &Transcript) {
+    let id = common::announced_id(&transcript.stderr);
+    let left = common::cgroup_dirs_named(&id);
+    assert!(left.is_empty(), "the container's cgroup is still there: {left:?}");
+}
+
+#[test]
+fn limits_are_in_place_before_the_first_instruction() {
+    let _s = common::settings().bind_to_scope();
+    let files: &[&str] = match common::cgroup_version() {
+        "v2" => &["/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/cpu.max"],
+        _ => &[
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/pids/pids.max",
+            "/sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        ],
+    };
+    let options = ["--memory", "64m", "--pids-limit", "20", "--cpus", "0.5"];
+    let mut ch04 = ch04_run(&options, &common::rootfs(), &[&["cat"], files].concat());
+    let transcript = Transcript::run(&mut ch04);
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert_snapshot!(format!("limits_{}", common::cgroup_version()), transcript);
+}
+
+#[test]
+fn the_container_sees_its_cgroup_as_the_root() {
+    let mut ch04 = ch04_run(&["--memory", "64m"], &common::rootfs(), &["cat", "/proc/self/cgroup"]);
+    let transcript = Transcript::run(&mut ch04);
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert!(transcript.stdout.lines().all(|line| line.ends_with(":/")), "{transcript}");
+}
+
+#[test]
+fn a_fork_bomb_stops_at_pids_max() {
+    let _s = common::settings().bind_to_scope();
+    // The shell and nine sleeps fill ten slots; the tenth fork fails.
+    let script = "for i in $(seq 1 30); do sleep 1000 & echo $i; done";
+    let mut ch04 = ch04_run(&["--pids-limit", "10"], &common::rootfs(), &["sh", "-c", script]);
+    let transcript = Transcript::run(&mut ch04);
+    assert!(transcript.stderr.contains("can't fork"), "{transcript}");
+    assert!(Command::new("true").status().unwrap().success(), "the host cannot fork");
+    assert_cgroup_removed(&transcript);
+    assert_snapshot!("fork_bomb", transcript);
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_and_reported() {
+    let _s = common::settings().bind_to_scope();
+    let mut options = vec!["--memory", "32m"];
+    if common::host_has_swap() {
+        options.extend(["--memory-swap", "32m"]);
+    }
+    // dd's 64 MiB block is one buffer that it fills: twice the limit.
+    let hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"];
+    let transcript = Transcript::run(&mut ch04_run(&options, &common::rootfs(), &hog));
+    assert_eq!(transcript.status, 128 + 9, "{transcript}");
+    assert!(transcript.stderr.contains("killed: out of memory, limit 32 MiB"), "{transcript}");
+    assert_cgroup_removed(&transcript);
+    if !common::host_has_swap() {
+        assert_snapshot!("oom", transcript);
+    }
+}
+
+#[test]
+fn cpu_time_is_throttled_to_the_quota() {
+    // A busy loop for one second, with a fifth of a CPU: the scheduler throttles it in
+    // most 100 ms periods. `--init`, because busybox timeout makes the loop PID 1.
+    let spin = ["timeout", "1", "sh", "-c", "while :; do :; done"];
+    let options = ["--init", "--stats", "--cpus", "0.2"];
+    let transcript = Transcript::run(&mut ch04_run(&options, &common::rootfs(), &spin));
+    let throttled: u64 = transcript
+        .stderr
+        .split("throttled ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no throttling in --stats: {transcript}"));
+    assert!(throttled > 0, "{transcript}");
+}
+
+#[test]
+fn nothing_is_left_after_a_normal_exit_or_a_kill() {
+    let rootfs = common::rootfs();
+    // The command ends, leaving a background process; the kernel kills it with PID 1.
+    let leaves_a_child = ["sh", "-c", "sleep 1000 & exit 3"];
+    let transcript = Transcript::run(&mut ch04_run(&["--pids-limit", "5"], &rootfs, &leaves_a_child));
+    assert_eq!(transcript.status, 3);
+    assert_cgroup_removed(&transcript);
+    let with_init = ch04_run(&["--init", "--memory", "64m"], &rootfs, &leaves_a_child);
+    assert_cgroup_removed(&Transcript::run(&mut { with_init }));
+    let killed = ["sh", "-c", "kill -KILL $$"];
+    let transcript = Transcript::run(&mut ch04_run(&["--init"], &rootfs, &killed));
+    assert_eq!(transcript.status, 137);
+    assert_cgroup_removed(&transcript);
+}
+
+#[test]
+fn a_bad_limit_fails_before_anything_is_created() {
+    let _s = common::settings().bind_to_scope();
+    let rootfs = common::rootfs();
+    let transcript = Transcript::run(&mut ch04_run(&["--memory", "12x"], &rootfs, &["true"]));
+    assert_eq!(transcript.status, 2);
+    assert_snapshot!("bad_memory", transcript);
+    let transcript = Transcript::run(&mut ch04_run(&["--memory-swap", "64m"], &rootfs, &["true"]));
+    assert_eq!(transcript.status, 125);
+    assert!(!transcript.stderr.contains("container"), "a container was created: {transcript}");
+    assert_snapshot!("swap_without_memory", transcript);
+    let transcript = Transcript::run(&mut ch04_run(&["--cpus", "0"], &rootfs, &["true"]));
+    assert_eq!(transcript.status, 2, "{transcript}");
+}
