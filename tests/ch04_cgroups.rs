@@ -102,7 +102,8 @@ fn nothing_is_left_after_a_normal_exit_or_a_kill() {
     let rootfs = common::rootfs();
     // The command ends, leaving a background process; the kernel kills it with PID 1.
     let leaves_a_child = ["sh", "-c", "sleep 1000 & exit 3"];
-    let transcript = Transcript::run(&mut ch04_run(&["--pids-limit", "5"], &rootfs, &leaves_a_child));
+    let transcript =
+        Transcript::run(&mut ch04_run(&["--pids-limit", "5"], &rootfs, &leaves_a_child));
     assert_eq!(transcript.status, 3);
     assert_cgroup_removed(&transcript);
     let with_init = ch04_run(&["--init", "--memory", "64m"], &rootfs, &leaves_a_child);

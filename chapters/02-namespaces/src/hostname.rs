@@ -28,6 +28,14 @@ pub fn check_hostname(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The container's hostname: the one asked for, once checked, or else its id.
+pub fn hostname_or_id(requested: Option<&str>, id: &str) -> Result<String> {
+    match requested {
+        Some(name) => check_hostname(name).map(|()| name.to_string()),
+        None => Ok(id.to_string()),
+    }
+}
+
 // ANCHOR: set_hostname
 /// Sets the hostname of the calling process's UTS namespace.
 pub fn set_hostname(name: &str) -> Result<()> {

@@ -11,3 +11,4 @@ pub mod hostname;
 pub mod init;
 pub mod namespaces;
 pub mod signals;
+pub mod start;

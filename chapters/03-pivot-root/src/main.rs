@@ -5,13 +5,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use ch01_chroot::exec::exec_command;
 use ch01_chroot::process::{require_root, EXIT_RUNTIME_FAILURE};
 use ch01_chroot::rootfs::check_rootfs;
-use ch02_namespaces::hostname::{check_hostname, new_container_id, set_hostname};
-use ch02_namespaces::init::run_init;
+use ch02_namespaces::hostname::{hostname_or_id, new_container_id, set_hostname};
 use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
 use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, SignalMask};
+use ch02_namespaces::start::start_command;
 use ch03_pivot_root::cli::RunArgs;
 use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
 use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, remount_read_only};
@@ -48,7 +47,11 @@ fn main() -> ExitCode {
 fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch03")?;
     let rootfs = check_rootfs(&args.base.base.rootfs)?;
-    let hostname = choose_hostname(args)?;
+    let id = new_container_id()?;
+    let hostname = hostname_or_id(args.base.hostname.as_deref(), &id)?;
+    if args.base.hostname.is_none() {
+        eprintln!("ch03: container {id}");
+    }
     let mask = block_signals()?;
     let namespaces = NAMESPACES | CloneFlags::CLONE_NEWNS;
     let child = spawn_in_namespaces(namespaces, || child_setup(&rootfs, &hostname, args, &mask))?;
@@ -62,13 +65,7 @@ fn child_setup(rootfs: &Path, hostname: &str, args: &RunArgs, mask: &SignalMask)
         return EXIT_RUNTIME_FAILURE;
     }
     let command = &args.base.base.command;
-    if !args.base.init {
-        return exec(command, mask);
-    }
-    run_init(|| exec(command, mask)).unwrap_or_else(|err| {
-        eprintln!("ch03: init: {err:#}");
-        EXIT_RUNTIME_FAILURE
-    })
+    start_command(command, args.base.init, mask, &|why| eprintln!("ch03: {why}"))
 }
 
 fn set_up_container(rootfs: &Path, hostname: &str, args: &RunArgs) -> Result<()> {
@@ -88,28 +85,6 @@ fn set_up_container(rootfs: &Path, hostname: &str, args: &RunArgs) -> Result<()>
     Ok(())
 }
 // ANCHOR_END: sequence
-
-/// The hostname asked for, or a new container id, which the user is told.
-fn choose_hostname(args: &RunArgs) -> Result<String> {
-    if let Some(name) = &args.base.hostname {
-        check_hostname(name)?;
-        return Ok(name.clone());
-    }
-    let id = new_container_id()?;
-    eprintln!("ch03: container {id}");
-    Ok(id)
-}
-
-/// Becomes the command, with the signal mask it would have had without us.
-fn exec(command: &[String], mask: &SignalMask) -> u8 {
-    if let Err(err) = mask.restore() {
-        eprintln!("ch03: {err:#}");
-        return EXIT_RUNTIME_FAILURE;
-    }
-    let failure = exec_command(command);
-    eprintln!("ch03: {failure}");
-    failure.exit_code()
-}
 
 #[cfg(test)]
 mod tests {

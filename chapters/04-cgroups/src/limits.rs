@@ -75,7 +75,7 @@ pub fn parse_cpus(text: &str) -> Result<CpuQuota, String> {
     let cpus: f64 =
         text.parse().map_err(|_| format!("`{text}` is not a number of CPUs, like 0.5"))?;
     let available = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    if !(cpus > 0.0) {
+    if cpus.is_nan() || cpus <= 0.0 {
         return Err(format!("`{text}`: the number of CPUs must be more than 0"));
     }
     if cpus > available {

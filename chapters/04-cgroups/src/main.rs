@@ -5,13 +5,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use ch01_chroot::exec::exec_command;
 use ch01_chroot::process::{require_root, EXIT_RUNTIME_FAILURE};
 use ch01_chroot::rootfs::check_rootfs;
-use ch02_namespaces::hostname::{check_hostname, new_container_id, set_hostname};
-use ch02_namespaces::init::run_init;
+use ch02_namespaces::hostname::{hostname_or_id, new_container_id, set_hostname};
 use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
 use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, SignalMask};
+use ch02_namespaces::start::start_command;
 use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
 use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, remount_read_only};
 use ch03_pivot_root::pivot_root::pivot_root_into;
@@ -56,8 +55,7 @@ fn run(args: &RunArgs) -> Result<u8> {
     let limits = args.limits();
     limits.check()?;
     let id = new_container_id()?;
-    let hostname = args.base.base.hostname.clone().unwrap_or_else(|| id.clone());
-    check_hostname(&hostname)?;
+    let hostname = hostname_or_id(args.base.base.hostname.as_deref(), &id)?;
     eprintln!("ch04: container {id}");
     let setup = detect_setup()?;
     let cgroup = Cgroup::create(setup, &id, &limits)?;
@@ -113,13 +111,7 @@ fn child_setup(
         return EXIT_RUNTIME_FAILURE;
     }
     let command = &args.base.base.base.command;
-    if !args.base.base.init {
-        return exec(command, mask);
-    }
-    run_init(|| exec(command, mask)).unwrap_or_else(|err| {
-        eprintln!("ch04: init: {err:#}");
-        EXIT_RUNTIME_FAILURE
-    })
+    start_command(command, args.base.base.init, mask, &|why| eprintln!("ch04: {why}"))
 }
 
 fn set_up_container(
@@ -170,17 +162,6 @@ fn describe(stats: &Stats) -> String {
     let cpu = stats.cpu_usec.map_or_else(unknown, |usec| format!("{:.3} s", usec as f64 / 1e6));
     let throttled = stats.throttled.map_or_else(unknown, |n| n.to_string());
     format!("peak memory {memory}, cpu time {cpu}, throttled {throttled} times")
-}
-
-/// Becomes the command, with the signal mask it would have had without us.
-fn exec(command: &[String], mask: &SignalMask) -> u8 {
-    if let Err(err) = mask.restore() {
-        eprintln!("ch04: {err:#}");
-        return EXIT_RUNTIME_FAILURE;
-    }
-    let failure = exec_command(command);
-    eprintln!("ch04: {failure}");
-    failure.exit_code()
 }
 
 #[cfg(test)]
