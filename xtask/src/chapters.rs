@@ -4,8 +4,11 @@ use std::fs;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use serde::Deserialize;
 use xtask::project_root;
+
+use crate::vm::CgroupLayout;
 
 #[derive(Debug)]
 pub struct Chapter {
@@ -17,6 +20,8 @@ pub struct Chapter {
     pub test_name: String,
     /// Helpers that must run inside a rootfs without a C library.
     pub static_bins: Vec<String>,
+    /// The guest cgroup layouts (`v2`) that `cargo xtask test` also runs the checks in.
+    pub guest_checks: Vec<CgroupLayout>,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +47,8 @@ struct Metadata {
 struct CrabboxMetadata {
     #[serde(default)]
     static_bins: Vec<String>,
+    #[serde(default)]
+    guest_checks: Vec<String>,
 }
 
 /// Every chapter, in order.
@@ -55,11 +62,19 @@ pub fn all() -> Result<Vec<Chapter>> {
         let manifest: Manifest =
             toml::from_str(&text).with_context(|| format!("parse {}", manifest_path.display()))?;
         let number = dir_number(&dir)?;
+        let metadata = manifest.package.metadata.crabbox;
+        let guest_checks = metadata
+            .guest_checks
+            .iter()
+            .map(|layout| CgroupLayout::from_str(layout, true).map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()
+            .with_context(|| format!("guest-checks in {}", manifest_path.display()))?;
         chapters.push(Chapter {
             number,
             test_name: manifest.package.name.replace('-', "_"),
             package: manifest.package.name,
-            static_bins: manifest.package.metadata.crabbox.static_bins,
+            static_bins: metadata.static_bins,
+            guest_checks,
             dir,
         });
     }

@@ -2,15 +2,17 @@
 //! one whether it passed, or which exercise to look at when it failed.
 
 use std::collections::BTreeMap;
-use std::fs;
+use std::path::Path;
 use std::process::Stdio;
 
 use anyhow::{Context, Result};
+use clap::ValueEnum;
 use xtask::project_root;
 
 use crate::cargo::{as_root, build_chapter, test_executable};
 use crate::chapters::{self, Chapter};
 use crate::exercises::{self, Exercise};
+use crate::vm::{run_in_guest, CgroupLayout};
 
 #[derive(Debug, PartialEq)]
 pub enum Outcome {
@@ -42,13 +44,43 @@ impl Tally {
     }
 }
 
-/// `cargo xtask check-chapter N`.
-pub fn check_chapter(number: u32) -> Result<()> {
+/// Where checks run: on this machine, or in a throwaway guest with a given cgroup layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Host,
+    Guest(CgroupLayout),
+}
+
+impl Place {
+    /// The host, then the guests the chapter asks for.
+    pub fn all_for(chapter: &Chapter) -> Vec<Place> {
+        let guests = chapter.guest_checks.iter().map(|layout| Place::Guest(*layout));
+        std::iter::once(Place::Host).chain(guests).collect()
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Place::Host => String::new(),
+            Place::Guest(layout) => format!(" [{} guest]", layout_name(layout)),
+        }
+    }
+}
+
+fn layout_name(layout: CgroupLayout) -> String {
+    layout.to_possible_value().map(|value| value.get_name().to_string()).unwrap_or_default()
+}
+
+/// `cargo xtask check-chapter N [--guests]`.
+pub fn check_chapter(number: u32, guests: bool) -> Result<()> {
     let all = chapters::all()?;
     let chapter = chapters::find(&all, number)?;
     xtask::rootfs::ensure_default_rootfs()?;
     build_chapter(chapter, &all)?;
-    let tally = report(chapter, &run_checks(chapter, &[])?)?;
+    let places = if guests { Place::all_for(chapter) } else { vec![Place::Host] };
+    let mut tally = Tally::default();
+    for place in places {
+        tally.add(&report(chapter, &run_checks(chapter, &[], place)?, place)?);
+    }
     println!("{}", tally.summary());
     if tally.failed > 0 {
         anyhow::bail!("chapter {number}: {} check(s) failed", tally.failed);
@@ -56,50 +88,49 @@ pub fn check_chapter(number: u32) -> Result<()> {
     Ok(())
 }
 
-/// Runs the checks of `chapter` (only those named in `only`, when given) and returns each
-/// one's outcome by name. The chapter must be built.
-pub fn run_checks(chapter: &Chapter, only: &[String]) -> Result<BTreeMap<String, Outcome>> {
+/// Runs the checks of `chapter` (only those named in `only`, when given) at `place` and
+/// returns each one's outcome by name. The chapter must be built.
+pub fn run_checks(
+    chapter: &Chapter,
+    only: &[String],
+    place: Place,
+) -> Result<BTreeMap<String, Outcome>> {
     let executable = test_executable(&chapter.test_name)?;
-    let skips = tempfile_path(&chapter.test_name);
-    let mut checks = as_root(&executable);
-    checks
-        .args(["--exact", "--color", "never"])
-        .args(only)
-        .env("CRABBOX_SKIP_LOG", &skips)
-        .current_dir(project_root())
-        .stderr(Stdio::inherit());
+    let mut args: Vec<String> = ["--exact", "--color", "never"].map(String::from).to_vec();
+    args.extend(only.iter().cloned());
+    let stdout = match place {
+        Place::Host => run_on_host(&executable, &args)?,
+        Place::Guest(layout) => {
+            // Snapshots cannot be written from the guest (its view of the tree is a
+            // throwaway overlay); a mismatch fails the check and shows the difference.
+            let env = [("INSTA_UPDATE".to_string(), "no".to_string())];
+            run_in_guest(layout, &executable, &args, &env, &project_root())?.stdout
+        }
+    };
+    Ok(parse_libtest(&stdout))
+}
+
+fn run_on_host(executable: &Path, args: &[String]) -> Result<String> {
+    let mut checks = as_root(executable);
+    checks.args(args).current_dir(project_root()).stderr(Stdio::inherit());
     let output = checks.output().with_context(|| format!("run {}", executable.display()))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let skipped = read_skips(&skips);
-    let _ = fs::remove_file(&skips);
-    Ok(parse_libtest(&stdout, &skipped))
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-fn tempfile_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("crabbox-skips-{name}-{}", std::process::id()))
-}
-
-/// A check that lacks a prerequisite writes `name\twhy` to $CRABBOX_SKIP_LOG and returns.
-fn read_skips(path: &std::path::Path) -> BTreeMap<String, String> {
-    fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split_once('\t'))
-        .map(|(name, why)| (name.to_string(), why.to_string()))
-        .collect()
-}
-
-/// Reads libtest's `test NAME ... ok|FAILED` lines and the `---- NAME stdout ----` sections
-/// that hold each failure's output.
-fn parse_libtest(stdout: &str, skipped: &BTreeMap<String, String>) -> BTreeMap<String, Outcome> {
+/// Reads libtest's `test NAME ... ok|FAILED|ignored, REASON` lines and the
+/// `---- NAME stdout ----` sections that hold each failure's output. A check that needs
+/// what a machine may lack is `#[ignore = "REASON"]`d there and shows as SKIP.
+fn parse_libtest(stdout: &str) -> BTreeMap<String, Outcome> {
     let mut outcomes = BTreeMap::new();
     for line in stdout.lines() {
         let Some(rest) = line.strip_prefix("test ") else { continue };
         let Some((name, result)) = rest.rsplit_once(" ... ") else { continue };
-        let outcome = match (result, skipped.get(name)) {
-            ("ok", Some(why)) => Outcome::Skip { why: why.clone() },
-            ("ok", None) => Outcome::Pass,
-            ("FAILED", _) => Outcome::Fail { output: failure_output(stdout, name) },
+        let outcome = match result {
+            "ok" => Outcome::Pass,
+            "FAILED" => Outcome::Fail { output: failure_output(stdout, name) },
+            ignored if ignored.starts_with("ignored") => Outcome::Skip {
+                why: ignored.split_once(", ").map_or("ignored", |(_, why)| why).to_string(),
+            },
             _ => continue,
         };
         outcomes.insert(name.to_string(), outcome);
@@ -116,36 +147,41 @@ fn failure_output(stdout: &str, name: &str) -> String {
 }
 
 /// Prints one line per check and returns the tally.
-pub fn report(chapter: &Chapter, outcomes: &BTreeMap<String, Outcome>) -> Result<Tally> {
+pub fn report(
+    chapter: &Chapter,
+    outcomes: &BTreeMap<String, Outcome>,
+    place: Place,
+) -> Result<Tally> {
+    let at = place.label();
     let exercises = exercises::load(chapter)?;
     let mut tally = Tally::default();
     for (name, outcome) in outcomes {
         match outcome {
             Outcome::Pass => {
                 tally.passed += 1;
-                println!("PASS {name}");
+                println!("PASS {name}{at}");
             }
             Outcome::Skip { why } => {
                 tally.skipped += 1;
-                println!("SKIP {name}: {why}");
+                println!("SKIP {name}{at}: {why}");
             }
             Outcome::Fail { output } => {
                 tally.failed += 1;
-                print_failure(name, output, &exercises);
+                print_failure(&format!("{name}{at}"), name, output, &exercises);
             }
         }
     }
     Ok(tally)
 }
 
-fn print_failure(name: &str, output: &str, exercises: &[Exercise]) {
+fn print_failure(shown: &str, name: &str, output: &str, exercises: &[Exercise]) {
     let owners: Vec<&Exercise> =
         exercises.iter().filter(|exercise| exercise.checks.iter().any(|c| c == name)).collect();
     let ids: Vec<&str> = owners.iter().map(|exercise| exercise.id.as_str()).collect();
     if ids.is_empty() {
-        println!("FAIL {name}");
+        println!("FAIL {shown}");
     } else {
-        println!("FAIL {name} (exercise {})", ids.join(", "));
+        println!("FAIL {shown} (exercise {})", ids.join(", "));
     }
     for exercise in owners {
         println!("     exercise {}: {}", exercise.id, exercise.title);
@@ -155,5 +191,19 @@ fn print_failure(name: &str, output: &str, exercises: &[Exercise]) {
     }
     for line in output.lines().filter(|line| !line.trim().is_empty()).take(12) {
         println!("     | {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libtest_lines_become_outcomes() {
+        let stdout = "running 3 tests\ntest a ... ok\ntest b ... FAILED\ntest c ... ignored, needs swap\n\nfailures:\n\n---- b stdout ----\nthread 'b' panicked: boom\n\nfailures:\n    b\n";
+        let outcomes = parse_libtest(stdout);
+        assert_eq!(outcomes["a"], Outcome::Pass);
+        assert_eq!(outcomes["b"], Outcome::Fail { output: "thread 'b' panicked: boom".into() });
+        assert_eq!(outcomes["c"], Outcome::Skip { why: "needs swap".into() });
     }
 }

@@ -36,7 +36,12 @@ enum Task {
     /// guarantee, the book
     Test,
     /// Build chapter N and run its checks, one line per check
-    CheckChapter { chapter: u32 },
+    CheckChapter {
+        chapter: u32,
+        /// Also run them in the throwaway guests the chapter asks for (cgroup v2)
+        #[arg(long)]
+        guests: bool,
+    },
     /// Replace the exercise regions of chapter N with `todo!` (your work is saved first)
     Exercise { chapter: u32 },
     /// Put the reference solution of chapter N back (your work is saved first)
@@ -71,7 +76,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Demo => demo::demo(),
         Task::Test => test::test(),
-        Task::CheckChapter { chapter } => check::check_chapter(chapter),
+        Task::CheckChapter { chapter, guests } => check::check_chapter(chapter, guests),
         Task::Exercise { chapter } => {
             exercises::exercise(chapters::find(&chapters::all()?, chapter)?)
         }

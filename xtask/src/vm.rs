@@ -109,7 +109,12 @@ pub fn run_in_guest(
     let work = TempDir::new()?;
     write_orders(work.path(), program, args, env, cwd)?;
     let initrd = write_initrd(&guest, work.path())?;
-    let boot = boot(&guest.kernel, &initrd, layout, work.path())?;
+    let mut boot = boot_guest(&guest.kernel, &initrd, layout, work.path())?;
+    if let Ending::Stuck = boot.ending {
+        // Seen once in some 250 boots under TCG: both vCPUs busy, no output, no progress.
+        eprintln!("note: the guest hung before it started the command; booting it once more");
+        boot = boot_guest(&guest.kernel, &initrd, layout, work.path())?;
+    }
     read_result(work.path(), &boot)
 }
 
@@ -571,8 +576,12 @@ fn write_initrd(guest: &Guest, work: &Path) -> Result<PathBuf> {
     Ok(initrd)
 }
 
-/// How long a guest may run before it is killed.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// How long a guest may take to start the command. It usually takes about 3 s, also under
+/// TCG; a guest that takes much longer has hung while booting.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a guest may run in all before it is killed.
+const RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// How many of the console's last lines an error shows.
 const CONSOLE_TAIL: usize = 20;
@@ -580,14 +589,24 @@ const CONSOLE_TAIL: usize = 20;
 /// How a boot ended, as the host saw it.
 #[derive(Debug)]
 struct Boot {
-    /// qemu's exit status, or None when it ran past [`BOOT_TIMEOUT`] and was killed
-    qemu: Option<ExitStatus>,
+    ending: Ending,
     /// The last lines of the console, for errors
     console_tail: Vec<String>,
 }
 
-/// Boots the guest and waits for it to power off, echoing its console to stderr.
-fn boot(kernel: &Path, initrd: &Path, layout: CgroupLayout, work: &Path) -> Result<Boot> {
+#[derive(Debug)]
+enum Ending {
+    /// qemu exited by itself, with this status
+    Exited(ExitStatus),
+    /// The command had not started after [`START_TIMEOUT`], so qemu was killed
+    Stuck,
+    /// The guest ran past [`RUN_TIMEOUT`], so qemu was killed
+    TimedOut,
+}
+
+/// Boots the guest and waits for it to power off, echoing its console to stderr. The command
+/// has started once its output file exists in the work share.
+fn boot_guest(kernel: &Path, initrd: &Path, layout: CgroupLayout, work: &Path) -> Result<Boot> {
     let mut qemu = qemu_command(kernel, initrd, layout, work)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -595,9 +614,9 @@ fn boot(kernel: &Path, initrd: &Path, layout: CgroupLayout, work: &Path) -> Resu
         .context("start qemu-system-x86_64")?;
     let serial = qemu.stdout.take().expect("qemu's stdout is piped");
     let console = thread::spawn(move || echo_console(serial));
-    let status = wait_or_kill(&mut qemu, BOOT_TIMEOUT)?;
+    let ending = wait_for_guest(&mut qemu, &work.join("stdout"))?;
     let console_tail = console.join().unwrap_or_default();
-    Ok(Boot { qemu: status, console_tail })
+    Ok(Boot { ending, console_tail })
 }
 
 fn qemu_command(kernel: &Path, initrd: &Path, layout: CgroupLayout, work: &Path) -> Command {
@@ -640,19 +659,25 @@ fn accelerator() -> [&'static str; 4] {
     }
 }
 
-/// Waits for `child` to exit; kills it after `timeout`. Returns its status, or None if it
-/// was killed.
-fn wait_or_kill(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().context("wait for qemu")? {
-            return Ok(Some(status));
+/// Waits for qemu to exit, and kills it if the command has not `started` in time or if it
+/// runs too long.
+fn wait_for_guest(qemu: &mut Child, started: &Path) -> Result<Ending> {
+    let booted = Instant::now();
+    let ending = loop {
+        if let Some(status) = qemu.try_wait().context("wait for qemu")? {
+            return Ok(Ending::Exited(status));
+        }
+        if booted.elapsed() > START_TIMEOUT && !started.exists() {
+            break Ending::Stuck;
+        }
+        if booted.elapsed() > RUN_TIMEOUT {
+            break Ending::TimedOut;
         }
         thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().context("kill qemu")?;
-    child.wait().context("wait for qemu to die")?;
-    Ok(None)
+    };
+    qemu.kill().context("kill qemu")?;
+    qemu.wait().context("wait for qemu to die")?;
+    Ok(ending)
 }
 
 /// Copies the guest's console to our stderr line by line, without the noise, and returns its
@@ -708,16 +733,23 @@ fn without_escape_codes(text: &str) -> String {
 fn read_result(work: &Path, boot: &Boot) -> Result<GuestRun> {
     let exit_code = work.join("exit-code");
     let Ok(status) = fs::read_to_string(&exit_code) else {
-        let why = match boot.qemu {
-            None => format!(
-                "the guest ran longer than {} min and was killed",
-                BOOT_TIMEOUT.as_secs() / 60
+        let why = match boot.ending {
+            Ending::Stuck => format!(
+                "the guest had not started the command after {} s (it hung while booting)",
+                START_TIMEOUT.as_secs()
             ),
-            Some(status) => format!(
+            Ending::TimedOut => format!(
+                "the guest ran longer than {} min and was killed",
+                RUN_TIMEOUT.as_secs() / 60
+            ),
+            Ending::Exited(status) => format!(
                 "the guest stopped without reporting the command's exit status (qemu {status}; \
                  a kernel panic or a failure in /init?)"
             ),
         };
+        if boot.console_tail.is_empty() {
+            bail!("{why}; its console stayed silent");
+        }
         bail!("{why}; the last lines of its console:\n{}", boot.console_tail.join("\n"));
     };
     let status = status
