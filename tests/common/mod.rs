@@ -23,8 +23,8 @@ pub fn bin(name: &str) -> PathBuf {
 /// runs inside a rootfs without a C library.
 pub fn static_bin(name: &str) -> PathBuf {
     let profile = target_profile_dir();
-    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     let target_dir = profile.parent().expect("the profile dir is inside the target dir");
+    let triple = xtask::host_triple();
     existing_binary(target_dir.join(triple).join(profile.file_name().unwrap()).join(name))
 }
 
@@ -322,4 +322,20 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// The host paths of the cgroups `pid` is in below crabbox/, from /proc/PID/cgroup.
+pub fn crabbox_cgroups_of(pid: u32) -> Vec<PathBuf> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':').skip(1);
+            let (controllers, path) = (fields.next()?, fields.next()?);
+            if !path.starts_with("/crabbox/") || controllers.starts_with("name=") {
+                return None;
+            }
+            let hierarchy = Path::new("/sys/fs/cgroup").join(controllers);
+            Some(hierarchy.join(path.trim_start_matches('/')))
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::execv;
 
 /// Why the command could not replace the child process.
@@ -59,10 +60,19 @@ pub fn exec_command(argv: &[String]) -> ExecFailure {
         return ExecFailure::NotFound { command };
     };
     let args: Vec<CString> = argv.iter().map(|arg| c_string(OsStr::new(arg))).collect();
+    restore_sigpipe();
     let Err(errno) = execv(&c_string(path.as_os_str()), &args);
     explain_exec_error(command, &path, errno)
 }
 // ANCHOR_END: exec_command
+
+/// Rust's runtime ignores SIGPIPE before `main`, and an ignored signal stays ignored across
+/// execve(2) (see signal(7)): without this, `yes | head -1` in the container would see
+/// EPIPE errors instead of ending quietly. std::process::Command does the same reset.
+fn restore_sigpipe() {
+    // SAFETY: SIG_DFL installs no handler, so no Rust code can run in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
 
 // ANCHOR: find_command
 /// Finds `command` the way execvp(3) does: a name with a `/` is a path, any other name is

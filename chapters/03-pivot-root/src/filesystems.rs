@@ -9,7 +9,8 @@ use anyhow::{bail, Context, Result};
 use nix::mount::{mount, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-const NO_EXEC_SUID_DEV: MsFlags =
+/// The flags for filesystems that hold no programs, setuid files or devices.
+pub const NO_EXEC_SUID_DEV: MsFlags =
     MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV).union(MsFlags::MS_NOEXEC);
 
 /// Mounts a filesystem of type `fstype` on `target` (inside the new root), creating the
@@ -75,7 +76,8 @@ pub fn mount_dev() -> Result<()> {
         mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(major, minor))
             .with_context(|| format!("create device {}", path.display()))?;
         // mknod(2) applies the umask; a device that only root can write would break programs.
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
+            .with_context(|| format!("make {} readable and writable", path.display()))?;
     }
     for (name, target) in LINKS {
         symlink(target, Path::new("/dev").join(name))

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
+use nix::sys::statvfs::{statvfs, FsFlags};
 
 const NONE: Option<&str> = None;
 
@@ -34,8 +35,28 @@ pub fn bind_mount_rootfs(rootfs: &Path) -> Result<()> {
 /// Makes the bind mount at `target` read-only. Only that mount: the ones on top of it
 /// (/proc, /dev, volumes) keep their own flags.
 pub fn remount_read_only(target: &Path) -> Result<()> {
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    // See mount(2), MS_REMOUNT: the flags given replace the mount's flags, so nosuid,
+    // nodev and noexec copied from the host would be dropped unless passed again.
+    let kept = kept_flags(target)?;
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
     mount(NONE, target, NONE, flags, NONE)
         .with_context(|| format!("remount {} read-only", target.display()))
 }
 // ANCHOR_END: remount_read_only
+
+/// The per-mount flags of the mount at `target` that a remount must repeat.
+fn kept_flags(target: &Path) -> Result<MsFlags> {
+    let current = statvfs(target).with_context(|| format!("statvfs {}", target.display()))?;
+    let pairs = [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    Ok(pairs
+        .into_iter()
+        .filter(|(has, _)| current.flags().contains(*has))
+        .fold(MsFlags::empty(), |flags, (_, add)| flags | add))
+}

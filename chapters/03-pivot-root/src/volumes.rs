@@ -66,7 +66,8 @@ fn create_mount_point(target: &Path, directory: bool) -> Result<()> {
             .with_context(|| format!("create mount point {}", target.display()));
     }
     if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent)?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("create mount point {}", parent.display()))?;
     }
     if !target.exists() {
         fs::File::create(target)

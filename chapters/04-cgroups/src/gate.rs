@@ -5,7 +5,8 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use anyhow::{bail, Context, Result};
-use nix::unistd::{close, pipe, read, write};
+use nix::fcntl::OFlag;
+use nix::unistd::{close, pipe2, read, write};
 
 #[derive(Debug)]
 pub struct Gate {
@@ -16,7 +17,8 @@ pub struct Gate {
 impl Gate {
     /// Creates the gate; create it before the child, which inherits both ends.
     pub fn new() -> Result<Gate> {
-        let (read_end, write_end) = pipe().context("create a pipe")?;
+        // Close-on-exec, so neither end leaks into the container's command.
+        let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).context("create a pipe")?;
         Ok(Gate { read_end, write_end })
     }
 

@@ -58,8 +58,11 @@ fn run(args: &RunArgs) -> Result<u8> {
     let hostname = hostname_or_id(args.base.base.hostname.as_deref(), &id)?;
     eprintln!("ch04: container {id}");
     let setup = detect_setup()?;
+    // From here on the runtime owns a cgroup: a signal must reach the container (which
+    // then ends, and is cleaned up after), not end the runtime before it cleans up.
+    let mask = block_signals()?;
     let cgroup = Cgroup::create(setup, &id, &limits)?;
-    let status = run_in_cgroup(&cgroup, setup, &rootfs, &hostname, args);
+    let status = run_in_cgroup(&cgroup, setup, &rootfs, &hostname, args, &mask);
     let removed = cgroup.remove();
     match (status, removed) {
         (Ok(status), Ok(())) => Ok(status),
@@ -77,19 +80,22 @@ fn run_in_cgroup(
     rootfs: &Path,
     hostname: &str,
     args: &RunArgs,
+    mask: &SignalMask,
 ) -> Result<u8> {
-    let mask = block_signals()?;
     let gate = Gate::new()?;
     let namespaces = NAMESPACES | CloneFlags::CLONE_NEWNS;
     let child = spawn_in_namespaces(namespaces, || {
-        child_setup(rootfs, hostname, args, setup, &gate, &mask)
+        child_setup(rootfs, hostname, args, setup, &gate, mask)
     })?;
     // The child waits at the gate until it is in its cgroup, so the limits hold from the
     // command's first instruction. If this fails, the gate closes and the child exits.
     cgroup.add_pid(child)?;
     gate.open()?;
     let status = forward_signals_until_exit(child)?;
-    report_end(cgroup, args)?;
+    // The container's status matters more than a report that could not be read.
+    if let Err(err) = report_end(cgroup, args) {
+        eprintln!("ch04: warning: {err:#}");
+    }
     Ok(status)
 }
 

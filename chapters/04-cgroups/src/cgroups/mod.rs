@@ -23,6 +23,8 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, TMPFS_MAGIC};
 use nix::unistd::Pid;
 
+use ch03_pivot_root::filesystems::NO_EXEC_SUID_DEV;
+
 use crate::limits::Limits;
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -143,6 +145,15 @@ impl Cgroup {
     }
 }
 
+/// A cgroup is removed even when the runtime panics (an exercise's `todo!()`, or a bug):
+/// unwinding runs this. The runtime calls [`Cgroup::remove`] itself first, to report
+/// errors; removing twice is harmless.
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}
+
 /// Writes `value` to the control file `name` in `dir`. Control files exist or do not; a
 /// missing one means the kernel lacks that feature, which the error says.
 pub fn write_value(dir: &Path, name: &str, value: &str) -> Result<()> {
@@ -228,8 +239,7 @@ pub fn mount_cgroupfs(setup: CgroupSetup) -> Result<()> {
         return mount(Some("cgroup2"), target, Some("cgroup2"), READ_ONLY, None::<&str>)
             .context("mount cgroup2 on /sys/fs/cgroup");
     }
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("tmpfs"), target, Some("tmpfs"), flags, Some("mode=755"))
+    mount(Some("tmpfs"), target, Some("tmpfs"), NO_EXEC_SUID_DEV, Some("mode=755"))
         .context("mount a tmpfs on /sys/fs/cgroup")?;
     for controllers in v1::mounted_hierarchies()? {
         mount_v1_hierarchy(target, &controllers)?;
@@ -243,12 +253,13 @@ pub fn mount_cgroupfs(setup: CgroupSetup) -> Result<()> {
 /// for each controller of a co-mounted pair, as hosts do.
 fn mount_v1_hierarchy(target: &Path, controllers: &str) -> Result<()> {
     let dir: PathBuf = target.join(controllers);
-    fs::create_dir(&dir)?;
+    fs::create_dir(&dir).with_context(|| format!("create {}", dir.display()))?;
     mount(Some("cgroup"), &dir, Some("cgroup"), READ_ONLY, Some(controllers))
         .with_context(|| format!("mount the v1 hierarchy {controllers}"))?;
     if controllers.contains(',') {
         for controller in controllers.split(',') {
-            std::os::unix::fs::symlink(controllers, target.join(controller))?;
+            std::os::unix::fs::symlink(controllers, target.join(controller))
+                .with_context(|| format!("link /sys/fs/cgroup/{controller}"))?;
         }
     }
     Ok(())

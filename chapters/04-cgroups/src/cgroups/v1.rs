@@ -25,14 +25,24 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// Creates `<root>/<controller>/crabbox/<id>` in each hierarchy the host has.
+    /// Creates `<root>/<controller>/crabbox/<id>` in each hierarchy the host has; on
+    /// failure, removes what it made.
     pub fn create(root: &Path, id: &str, needed: &[&str]) -> Result<Cgroup> {
         let mut cgroup = Cgroup { dirs: Vec::new() };
+        if let Err(err) = cgroup.create_dirs(root, id, needed) {
+            return Err(match cgroup.remove() {
+                Ok(()) => err,
+                Err(cleanup) => err.context(format!("and removing the cgroup failed: {cleanup:#}")),
+            });
+        }
+        Ok(cgroup)
+    }
+
+    fn create_dirs(&mut self, root: &Path, id: &str, needed: &[&str]) -> Result<()> {
         for controller in CONTROLLERS {
             let hierarchy = root.join(controller);
             if !hierarchy.join("cgroup.procs").exists() {
                 if needed.contains(&controller) {
-                    cgroup.remove()?;
                     bail!(
                         "cgroup v1 controller `{controller}` is not mounted at {}; \
                          run `cargo xtask doctor`",
@@ -42,21 +52,23 @@ impl Cgroup {
                 continue;
             }
             // A symlink for co-mounted controllers: cpu -> cpu,cpuacct.
-            let dir = hierarchy.canonicalize()?.join("crabbox").join(id);
-            if !cgroup.unique_dirs().contains(&dir) {
-                fs::create_dir_all(dir.parent().expect("a cgroup has a parent"))?;
-                if let Err(err) = create_cgroup_dir(&dir) {
-                    cgroup.remove()?;
-                    return Err(err);
-                }
+            let hierarchy = hierarchy
+                .canonicalize()
+                .with_context(|| format!("resolve {}", hierarchy.display()))?;
+            let dir = hierarchy.join("crabbox").join(id);
+            if !self.unique_dirs().contains(&dir) {
+                let parent = hierarchy.join("crabbox");
+                fs::create_dir_all(&parent)
+                    .with_context(|| format!("create cgroup {}", parent.display()))?;
+                create_cgroup_dir(&dir)?;
             }
-            cgroup.dirs.push((controller, dir));
+            self.dirs.push((controller, dir));
         }
-        Ok(cgroup)
+        Ok(())
     }
 
-    /// A cgroup whose hierarchies are already there (for the unit tests).
-    pub fn at(dirs: Vec<(&'static str, PathBuf)>) -> Cgroup {
+    #[cfg(test)]
+    fn at(dirs: Vec<(&'static str, PathBuf)>) -> Cgroup {
         Cgroup { dirs }
     }
 
@@ -137,26 +149,30 @@ impl Cgroup {
     /// Freezes the cgroup so nothing in it can fork, kills everything in it, thaws it so
     /// the kills are delivered, waits until it is empty, and removes it from each hierarchy.
     pub fn remove(&self) -> Result<()> {
-        let freezer = self.dir("freezer").filter(|dir| dir.exists());
-        if let Some(freezer) = freezer {
-            write_value(freezer, "freezer.state", "FROZEN")?;
-            wait_until("the cgroup to freeze", || {
-                Ok(read_value(freezer, "freezer.state")?.trim() == "FROZEN")
-            })?;
-        }
         let dirs: Vec<PathBuf> = self.unique_dirs().into_iter().filter(|d| d.exists()).collect();
+        let freezer = self.dir("freezer").filter(|dir| dir.exists());
+        // Even if freezing fails (a process stuck in the kernel), kill and thaw anyway: a
+        // cgroup left FROZEN would hold its processes stopped forever.
+        let frozen = freezer.map(freeze).transpose();
         for pid in dirs.iter().flat_map(|dir| processes_in(dir)) {
             let _ = kill(pid, Signal::SIGKILL);
         }
-        if let Some(freezer) = freezer {
-            write_value(freezer, "freezer.state", "THAWED")?;
-        }
+        let thawed = freezer.map(|dir| write_value(dir, "freezer.state", "THAWED")).transpose();
+        frozen?;
+        thawed?;
         wait_until("the cgroup to empty", || {
             Ok(dirs.iter().all(|dir| processes_in(dir).is_empty()))
         })?;
         dirs.iter().try_for_each(|dir| remove_cgroup_dir(dir))
     }
     // ANCHOR_END: remove_v1
+}
+
+fn freeze(freezer: &Path) -> Result<()> {
+    write_value(freezer, "freezer.state", "FROZEN")?;
+    wait_until("the cgroup to freeze", || {
+        Ok(read_value(freezer, "freezer.state")?.trim() == "FROZEN")
+    })
 }
 
 fn processes_in(dir: &Path) -> Vec<Pid> {

@@ -28,8 +28,8 @@ impl Cgroup {
         Ok(Cgroup { dir })
     }
 
-    /// A cgroup that already exists at `dir` (for the unit tests).
-    pub fn at(dir: &Path) -> Cgroup {
+    #[cfg(test)]
+    fn at(dir: &Path) -> Cgroup {
         Cgroup { dir: dir.into() }
     }
 
