@@ -114,7 +114,12 @@ fn run_on_host(executable: &Path, args: &[String]) -> Result<String> {
     let mut checks = as_root(executable);
     checks.args(args).current_dir(project_root()).stderr(Stdio::inherit());
     let output = checks.output().with_context(|| format!("run {}", executable.display()))?;
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    // A run that ends without libtest's summary (sudo refused, a crash) checked nothing.
+    if !stdout.lines().any(|line| line.starts_with("test result:")) {
+        anyhow::bail!("{} ran no checks ({})", executable.display(), output.status);
+    }
+    Ok(stdout)
 }
 
 /// Reads libtest's `test NAME ... ok|FAILED|ignored, REASON` lines and the

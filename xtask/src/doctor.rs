@@ -46,7 +46,7 @@ const CHAPTER_NEEDS: &[(u32, &[&str])] = &[
     (1, &["root", "busybox"]),
     (2, &["root", "busybox", "namespaces"]),
     (3, &["root", "busybox", "namespaces"]),
-    (4, &["root", "busybox", "namespaces", "cgroups"]),
+    (4, &["root", "busybox", "namespaces", "cgroups", "kernel"]),
     (5, &["root", "busybox", "namespaces", "net namespace", "veth and bridge", "firewall"]),
     (6, &["root", "busybox", "namespaces", "overlayfs"]),
     (7, &["root", "busybox", "namespaces", "user namespaces"]),

@@ -167,7 +167,6 @@ pub fn files_with_regions(chapter: &Chapter) -> Result<Vec<PathBuf>> {
 }
 
 #[cfg(test)]
-#[cfg(test)]
 /// Every exercise id in `chapter`'s sources, in source order per file.
 pub fn region_ids(chapter: &Chapter) -> Result<Vec<String>> {
     let mut ids = Vec::new();
@@ -185,22 +184,34 @@ fn relative(path: &Path) -> &Path {
     path.strip_prefix(project_root()).unwrap_or(path)
 }
 
-/// The reference solution of `file`: the copy `exercise N` saved, else the committed file.
+/// The reference solution of `file`: the committed file, unless what is committed is
+/// stripped (a learner committed their work), then the copy `exercise N` saved.
 fn solution_of(chapter: &Chapter, file: &Path) -> Result<String> {
-    let saved = workshop_dir("solutions", chapter).join(relative(file));
-    if let Ok(text) = fs::read_to_string(&saved) {
-        return Ok(text);
+    if let Some(committed) = committed_text(file).filter(|text| !is_stripped(text)) {
+        return Ok(committed);
     }
+    let saved = workshop_dir("solutions", chapter).join(relative(file));
+    fs::read_to_string(&saved).with_context(|| {
+        format!("no solution for {}: git has none and none was saved", relative(file).display())
+    })
+}
+
+fn committed_text(file: &Path) -> Option<String> {
     let output = std::process::Command::new("git")
         .current_dir(project_root())
         .arg("show")
         .arg(format!("HEAD:{}", relative(file).display()))
         .output()
-        .context("run git show")?;
-    if !output.status.success() {
-        bail!("no saved solution for {} and git has none either", relative(file).display());
-    }
-    Ok(String::from_utf8(output.stdout)?)
+        .ok()?;
+    output.status.success().then(|| String::from_utf8(output.stdout).ok()).flatten()
+}
+
+fn is_stripped(text: &str) -> bool {
+    parse(text).is_ok_and(|parts| {
+        parts.iter().any(|part| {
+            matches!(part, Part::Region { id, marker, body, .. } if *body == todo_body(marker, id))
+        })
+    })
 }
 
 /// Copies the learner's version of `file` aside before it is rewritten.
@@ -220,10 +231,8 @@ pub fn exercise(chapter: &Chapter) -> Result<()> {
         let text = fs::read_to_string(&file)?;
         let solution = solution_of(chapter, &file)?;
         let saved = workshop_dir("solutions", chapter).join(relative(&file));
-        if !saved.exists() {
-            fs::create_dir_all(saved.parent().unwrap())?;
-            fs::write(&saved, &solution)?;
-        }
+        fs::create_dir_all(saved.parent().unwrap())?;
+        fs::write(&saved, &solution)?;
         let worked_on = attempts(&text, &solution)?;
         if !worked_on.is_empty() {
             save_attempt(chapter, &file, &text, &worked_on)?;
@@ -302,6 +311,12 @@ mod tests {
         assert_eq!(attempts(&attempt, SOLVED).unwrap(), ["1.1"]);
         assert!(attempts(STRIPPED, SOLVED).unwrap().is_empty());
         assert!(attempts(SOLVED, SOLVED).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_stripped_file_is_not_a_solution() {
+        assert!(is_stripped(STRIPPED));
+        assert!(!is_stripped(SOLVED));
     }
 
     #[test]
