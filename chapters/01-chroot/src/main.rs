@@ -7,7 +7,9 @@ use anyhow::Result;
 use ch01_chroot::chroot::enter_rootfs;
 use ch01_chroot::cli::RunArgs;
 use ch01_chroot::exec::exec_command;
-use ch01_chroot::process::{fork_child, require_root, wait_for_exit, EXIT_RUNTIME_FAILURE};
+use ch01_chroot::process::{
+    exit_code_for, fork_child, require_root, wait_for_exit, EXIT_RUNTIME_FAILURE,
+};
 use ch01_chroot::rootfs::check_rootfs;
 use clap::{Parser, Subcommand};
 
@@ -26,13 +28,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let Command::Run(args) = Cli::parse().command;
-    match run(&args) {
-        Ok(status) => ExitCode::from(status),
-        Err(err) => {
-            eprintln!("ch01: {err:#}");
-            ExitCode::from(EXIT_RUNTIME_FAILURE)
-        }
-    }
+    exit_code_for("ch01", run(&args))
 }
 
 // ANCHOR: sequence

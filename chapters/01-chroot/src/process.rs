@@ -1,11 +1,25 @@
 //! Creating the container's process and collecting its exit status.
 
+use std::process::ExitCode;
+
 use anyhow::{bail, Context, Result};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 /// Exit status when the runtime itself fails, as docker and runc use it.
 pub const EXIT_RUNTIME_FAILURE: u8 = 125;
+
+/// The runtime's exit status: the container's, or [`EXIT_RUNTIME_FAILURE`] after saying on
+/// stderr, prefixed with the runtime's name, why it failed.
+pub fn exit_code_for(binary: &str, result: Result<u8>) -> ExitCode {
+    match result {
+        Ok(status) => ExitCode::from(status),
+        Err(err) => {
+            eprintln!("{binary}: {err:#}");
+            ExitCode::from(EXIT_RUNTIME_FAILURE)
+        }
+    }
+}
 
 /// Fails with a hint to use sudo unless this process runs as root.
 pub fn require_root(binary: &str) -> Result<()> {

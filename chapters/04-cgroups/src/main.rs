@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use ch01_chroot::process::{require_root, EXIT_RUNTIME_FAILURE};
+use ch01_chroot::process::{exit_code_for, require_root, EXIT_RUNTIME_FAILURE};
 use ch01_chroot::rootfs::check_rootfs;
 use ch02_namespaces::hostname::{hostname_or_id, new_container_id, set_hostname};
 use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
@@ -39,13 +39,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let Command::Run(args) = Cli::parse().command;
-    match run(&args) {
-        Ok(status) => ExitCode::from(status),
-        Err(err) => {
-            eprintln!("ch04: {err:#}");
-            ExitCode::from(EXIT_RUNTIME_FAILURE)
-        }
-    }
+    exit_code_for("ch04", run(&args))
 }
 
 // ANCHOR: sequence
