@@ -110,12 +110,25 @@ pub fn run_in_guest(
     write_orders(work.path(), program, args, env, cwd)?;
     let initrd = write_initrd(&guest, work.path())?;
     let mut boot = boot_guest(&guest.kernel, &initrd, layout, work.path())?;
-    if let Ending::Stuck = boot.ending {
-        // Seen once in some 250 boots under TCG: both vCPUs busy, no output, no progress.
-        eprintln!("note: the guest hung before it started the command; booting it once more");
+    if guest_broke_down(&boot, work.path()) {
+        // Seen under TCG, rarely: a guest whose vCPUs spin without progress before the
+        // command starts, or a guest kernel that reports a soft lockup mid-run (it then
+        // panics, see qemu_command). Neither says anything about the command: boot again.
+        eprintln!("note: the guest hung or its kernel locked up; booting it once more");
+        let _ = fs::remove_file(work.path().join("stdout"));
         boot = boot_guest(&guest.kernel, &initrd, layout, work.path())?;
     }
     read_result(work.path(), &boot)
+}
+
+/// Whether the guest died of itself rather than ran the command to its end: stuck before the
+/// command started, or stopped (a kernel panic) without writing the command's exit status.
+fn guest_broke_down(boot: &Boot, work: &Path) -> bool {
+    match boot.ending {
+        Ending::Stuck => true,
+        Ending::Exited(_) => !work.join("exit-code").exists(),
+        Ending::TimedOut => false,
+    }
 }
 
 /// The host programs that prepare and boot the guest, and the Debian package of each. Python
@@ -627,7 +640,12 @@ fn qemu_command(kernel: &Path, initrd: &Path, layout: CgroupLayout, work: &Path)
     // guest's `reboot -f` (or a panic, with panic=-1) end qemu, faster than an ACPI poweroff.
     qemu.args(["-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"]);
     qemu.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    let cmdline = format!("console=ttyS0 quiet loglevel=3 panic=-1 {}", layout.kernel_options());
+    // softlockup_panic=1: a guest kernel that reports a soft lockup panics, and so ends at
+    // once, instead of spinning until RUN_TIMEOUT.
+    let cmdline = format!(
+        "console=ttyS0 quiet loglevel=3 panic=-1 softlockup_panic=1 {}",
+        layout.kernel_options()
+    );
     qemu.arg("-append").arg(cmdline);
     // Seeds the guest's random numbers from the host's, so nothing in it waits for entropy.
     qemu.args(["-device", "virtio-rng-pci"]);
