@@ -6,6 +6,8 @@
 //! controller (older hosts). This chapter drives both.
 
 pub mod cgroups;
+pub mod cleanup;
 pub mod cli;
 pub mod gate;
 pub mod limits;
+pub mod report;

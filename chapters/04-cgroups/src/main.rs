@@ -16,11 +16,12 @@ use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, remount_re
 use ch03_pivot_root::pivot_root::pivot_root_into;
 use ch03_pivot_root::volumes::bind_volume;
 use ch04_cgroups::cgroups::{
-    detect_setup, enter_cgroup_namespace, mount_cgroupfs, Cgroup, CgroupSetup, Stats,
+    detect_setup, enter_cgroup_namespace, mount_cgroupfs, Cgroup, CgroupSetup,
 };
+use ch04_cgroups::cleanup::after_cleanup;
 use ch04_cgroups::cli::RunArgs;
 use ch04_cgroups::gate::Gate;
-use ch04_cgroups::limits::show_size;
+use ch04_cgroups::report::report_end;
 use clap::{Parser, Subcommand};
 use nix::sched::CloneFlags;
 
@@ -57,15 +58,7 @@ fn run(args: &RunArgs) -> Result<u8> {
     let mask = block_signals()?;
     let cgroup = Cgroup::create(setup, &id, &limits)?;
     let status = run_in_cgroup(&cgroup, setup, &rootfs, &hostname, args, &mask);
-    let removed = cgroup.remove();
-    match (status, removed) {
-        (Ok(status), Ok(())) => Ok(status),
-        (Err(err), Ok(())) => Err(err),
-        (Ok(_), Err(cleanup)) => Err(cleanup.context("remove the container's cgroup")),
-        (Err(err), Err(cleanup)) => {
-            Err(err.context(format!("and removing the cgroup failed: {cleanup:#}")))
-        }
-    }
+    after_cleanup(status, cgroup.remove(), "removing the container's cgroup")
 }
 
 fn run_in_cgroup(
@@ -87,7 +80,7 @@ fn run_in_cgroup(
     gate.open()?;
     let status = forward_signals_until_exit(child)?;
     // The container's status matters more than a report that could not be read.
-    if let Err(err) = report_end(cgroup, args) {
+    if let Err(err) = report_end("ch04", cgroup, args.memory, args.stats) {
         eprintln!("ch04: warning: {err:#}");
     }
     Ok(status)
@@ -138,31 +131,6 @@ fn set_up_container(
     Ok(())
 }
 // ANCHOR_END: sequence
-
-// ANCHOR: report_end
-/// Says why the container ended when the kernel killed it for memory, and its resource use
-/// with `--stats`.
-fn report_end(cgroup: &Cgroup, args: &RunArgs) -> Result<()> {
-    if cgroup.oom_kills()? > 0 {
-        match args.memory {
-            Some(limit) => eprintln!("ch04: killed: out of memory, limit {}", show_size(limit)),
-            None => eprintln!("ch04: killed: out of memory"),
-        }
-    }
-    if args.stats {
-        eprintln!("ch04: {}", describe(&cgroup.stats()?));
-    }
-    Ok(())
-}
-// ANCHOR_END: report_end
-
-fn describe(stats: &Stats) -> String {
-    let unknown = || "unknown".to_string();
-    let memory = stats.peak_memory.map_or_else(unknown, show_size);
-    let cpu = stats.cpu_usec.map_or_else(unknown, |usec| format!("{:.3} s", usec as f64 / 1e6));
-    let throttled = stats.throttled.map_or_else(unknown, |n| n.to_string());
-    format!("peak memory {memory}, cpu time {cpu}, throttled {throttled} times")
-}
 
 #[cfg(test)]
 mod tests {

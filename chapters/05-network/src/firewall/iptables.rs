@@ -1,0 +1,102 @@
+//! The rules with iptables, for hosts without nft: two chains of crabbox's own in the nat
+//! table, reached by one jump each from the host's built-in chains. See iptables(8) and
+//! iptables-extensions(8).
+
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+
+use super::{rule_comment, run_tool};
+use crate::bridge::BRIDGE;
+use crate::ports::PublishedPort;
+use crate::subnet::Subnet;
+
+const PUBLISHED: &str = "CRABBOX-PUBLISHED";
+const POSTROUTING: &str = "CRABBOX-POSTROUTING";
+
+/// The jumps from the host's chains into crabbox's.
+const JUMPS: &[(&str, &[&str])] = &[
+    ("PREROUTING", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", PUBLISHED]),
+    ("OUTPUT", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", PUBLISHED]),
+    ("POSTROUTING", &["-j", POSTROUTING]),
+];
+
+pub fn set_up_nat(subnet: &Subnet) -> Result<()> {
+    for chain in [PUBLISHED, POSTROUTING] {
+        if !chain_exists(chain) {
+            nat(&["-N", chain])?;
+        }
+    }
+    for (chain, rule) in JUMPS {
+        // -C checks whether the rule is there already.
+        if nat(&[&["-C", chain], *rule].concat()).is_err() {
+            nat(&[&["-A", chain], *rule].concat())?;
+        }
+    }
+    let subnet = subnet.to_string();
+    nat(&["-F", POSTROUTING])?;
+    nat(&["-A", POSTROUTING, "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"])?;
+    nat(&["-A", POSTROUTING, "-s", "127.0.0.0/8", "-o", BRIDGE, "-j", "MASQUERADE"])?;
+    Ok(())
+}
+
+pub fn publish(id: &str, address: Ipv4Addr, ports: &[PublishedPort]) -> Result<()> {
+    let comment = rule_comment(id);
+    for port in ports {
+        let (host, destination) = (port.host.to_string(), format!("{address}:{}", port.container));
+        nat(&[
+            "-A",
+            PUBLISHED,
+            "-p",
+            port.protocol.name(),
+            "--dport",
+            &host,
+            "-m",
+            "comment",
+            "--comment",
+            &comment,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &destination,
+        ])?;
+    }
+    Ok(())
+}
+
+pub fn unpublish(id: &str) -> Result<()> {
+    if !chain_exists(PUBLISHED) {
+        return Ok(());
+    }
+    let comment = rule_comment(id);
+    // `-S` prints each rule as the `-A …` that adds it; the same words after `-D` delete it.
+    for rule in nat(&["-S", PUBLISHED])?.lines() {
+        let words: Vec<&str> = rule.split_whitespace().collect();
+        if words.first() == Some(&"-A") && words.contains(&comment.as_str()) {
+            nat(&[&["-D"], &words[1..]].concat())?;
+        }
+    }
+    Ok(())
+}
+
+pub fn remove_all() -> Result<()> {
+    for (chain, rule) in JUMPS {
+        while nat(&[&["-D", chain], *rule].concat()).is_ok() {}
+    }
+    for chain in [PUBLISHED, POSTROUTING] {
+        if chain_exists(chain) {
+            nat(&["-F", chain])?;
+            nat(&["-X", chain])?;
+        }
+    }
+    Ok(())
+}
+
+fn chain_exists(chain: &str) -> bool {
+    nat(&["-S", chain]).is_ok()
+}
+
+/// Runs iptables on the nat table; -w waits for the lock other iptables calls hold.
+fn nat(args: &[&str]) -> Result<String> {
+    run_tool("iptables", &[&["-w", "-t", "nat"], args].concat(), None)
+}

@@ -1,0 +1,191 @@
+//! The container's network, from `--net` to the last rule removed: the chapter's building
+//! blocks in the order they are used.
+
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ch03_pivot_root::volumes::Volume;
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+
+use crate::bridge::ensure_bridge;
+use crate::cli::{NetMode, RunArgs};
+use crate::container_files::{
+    container_file_volumes, remove_container_files, write_container_files,
+};
+use crate::firewall::Firewall;
+use crate::leases::{Leases, LEASES_FILE};
+use crate::netlink::Netlink;
+use crate::netns::{join_netns, open_netns};
+use crate::ports::{Protocol, PublishedPort};
+use crate::subnet::Subnet;
+use crate::veth::{connect_container, disconnect_container, loopback_only};
+
+/// The network a container asked for, checked before anything is created.
+#[derive(Debug)]
+pub enum Network {
+    Bridge { subnet: Subnet, ports: Vec<PublishedPort>, firewall: Firewall },
+    None,
+    Host,
+    Join(OwnedFd),
+}
+
+impl Network {
+    pub fn from_args(args: &RunArgs) -> Result<Network> {
+        if !args.publish.is_empty() && args.net != NetMode::Bridge {
+            bail!("-p publishes ports through the bridge; it needs --net bridge");
+        }
+        Ok(match &args.net {
+            NetMode::Bridge => Network::Bridge {
+                subnet: args.subnet,
+                ports: args.publish.clone(),
+                firewall: Firewall::choose(args.firewall)?,
+            },
+            NetMode::None => Network::None,
+            NetMode::Host => Network::Host,
+            NetMode::Join(path) => Network::Join(open_netns(path)?),
+        })
+    }
+
+    /// A network namespace of its own for bridge and none; host and ns:PATH use one that
+    /// exists.
+    pub fn namespace(&self) -> CloneFlags {
+        match self {
+            Network::Bridge { .. } | Network::None => CloneFlags::CLONE_NEWNET,
+            Network::Host | Network::Join(_) => CloneFlags::empty(),
+        }
+    }
+
+    /// The files the network puts in the container: /etc/hosts and /etc/resolv.conf on
+    /// the bridge.
+    pub fn volumes(&self, id: &str) -> Vec<Volume> {
+        match self {
+            Network::Bridge { .. } => container_file_volumes(id),
+            _ => Vec::new(),
+        }
+    }
+
+    /// In the child, before anything else: joins the namespace `--net ns:PATH` names.
+    pub fn enter(&self) -> Result<()> {
+        match self {
+            Network::Join(netns) => join_netns(netns.as_fd()),
+            _ => Ok(()),
+        }
+    }
+
+    // ANCHOR: attach
+    /// In the runtime, while the child waits at the gate: connects the child's network
+    /// namespace. Whatever fails half-way is undone before the error is returned.
+    pub fn attach(&self, id: &str, hostname: &str, child: Pid) -> Result<Attachment> {
+        let mut attachment = Attachment { id: id.to_string(), firewall: None, address: None };
+        let netns = || open_netns(Path::new(&format!("/proc/{child}/ns/net")));
+        let attached = match self {
+            Network::Bridge { subnet, ports, firewall } => {
+                attachment.firewall = Some(*firewall);
+                let netns = netns()?;
+                attach_to_bridge(id, hostname, child, &netns, subnet, ports, *firewall)
+                    .map(|address| attachment.address = Some(address))
+            }
+            Network::None => loopback_only(&netns()?),
+            Network::Host | Network::Join(_) => Ok(()),
+        };
+        match attached {
+            Ok(()) => Ok(attachment),
+            Err(err) => match attachment.detach() {
+                Ok(()) => Err(err),
+                Err(cleanup) => Err(err.context(format!("and undoing it failed: {cleanup:#}"))),
+            },
+        }
+    }
+    // ANCHOR_END: attach
+}
+
+// ANCHOR: attach_to_bridge
+fn attach_to_bridge(
+    id: &str,
+    hostname: &str,
+    child: Pid,
+    netns: &OwnedFd,
+    subnet: &Subnet,
+    ports: &[PublishedPort],
+    firewall: Firewall,
+) -> Result<Ipv4Addr> {
+    let mut netlink = Netlink::open().context("open a netlink socket")?;
+    let (address, bridge) = {
+        // One container at a time from here to the lease: the address, the ports, and the
+        // shared bridge and rules are read and changed under the store's lock.
+        let mut leases = Leases::lock(Path::new(LEASES_FILE))?;
+        for stale in leases.take_stale() {
+            forget(&stale.id, firewall)?;
+        }
+        leases.check_ports(ports)?;
+        check_ports_free_on_host(ports)?;
+        let bridge = ensure_bridge(&mut netlink, subnet)?;
+        firewall.set_up_nat(subnet)?;
+        (leases.allocate(subnet, id, child, ports)?, bridge)
+    };
+    connect_container(&mut netlink, id, netns, bridge, address, subnet)?;
+    firewall.publish(id, address, ports)?;
+    write_container_files(id, hostname, address)?;
+    Ok(address)
+}
+// ANCHOR_END: attach_to_bridge
+
+/// A DNAT rule would quietly take a port from a host program that listens on it; binding
+/// the port for a moment tells whether one does.
+fn check_ports_free_on_host(ports: &[PublishedPort]) -> Result<()> {
+    for port in ports {
+        let bound = match port.protocol {
+            Protocol::Tcp => TcpListener::bind(("0.0.0.0", port.host)).map(drop),
+            Protocol::Udp => UdpSocket::bind(("0.0.0.0", port.host)).map(drop),
+        };
+        if let Err(err) = bound {
+            bail!(
+                "port {}/{} cannot be published: {err}; a program on the host uses it, \
+                 choose another host port",
+                port.host,
+                port.protocol.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Removes what a container left behind when its runtime could not: its rules, its veth
+/// (if its namespace is still alive) and its files. Its lease is the caller's to drop.
+fn forget(id: &str, firewall: Firewall) -> Result<()> {
+    firewall.unpublish(id)?;
+    disconnect_container(&mut Netlink::open()?, id)?;
+    remove_container_files(id)
+}
+
+/// What a container has on the host's side of the network: undone by [`Attachment::detach`].
+#[derive(Debug)]
+pub struct Attachment {
+    id: String,
+    firewall: Option<Firewall>,
+    pub address: Option<Ipv4Addr>,
+}
+
+impl Attachment {
+    // ANCHOR: detach
+    /// Removes the container's rules, veth, files and lease. Each step finds by the
+    /// container's id what is there, so detaching what was only half attached, or twice,
+    /// is fine.
+    pub fn detach(&mut self) -> Result<()> {
+        let Some(firewall) = self.firewall.take() else { return Ok(()) };
+        forget(&self.id, firewall)?;
+        Leases::lock(Path::new(LEASES_FILE))?.release(&self.id)
+    }
+    // ANCHOR_END: detach
+}
+
+/// Detaches even when the runtime panics (an exercise's `todo!()`, or a bug): unwinding
+/// runs this. The runtime calls [`Attachment::detach`] itself first, to report errors.
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        let _ = self.detach();
+    }
+}

@@ -1,0 +1,84 @@
+//! Published ports: `-p HOST:CONTAINER[/tcp|/udp]` makes the container's port answer on
+//! the host's port, on every address of the host.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedPort {
+    pub host: u16,
+    pub container: u16,
+    pub protocol: Protocol,
+}
+
+impl PublishedPort {
+    /// Whether two publications would claim the same port of the host.
+    pub fn clashes_with(&self, other: &PublishedPort) -> bool {
+        self.host == other.host && self.protocol == other.protocol
+    }
+}
+
+impl FromStr for PublishedPort {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PublishedPort, String> {
+        let usage = || format!("`{text}` is not HOST:CONTAINER[/tcp|/udp], like 8080:80");
+        let (ports, protocol) = match text.split_once('/') {
+            Some((ports, "tcp")) => (ports, Protocol::Tcp),
+            Some((ports, "udp")) => (ports, Protocol::Udp),
+            Some(_) => return Err(usage()),
+            None => (text, Protocol::Tcp),
+        };
+        let (host, container) = ports.split_once(':').ok_or_else(usage)?;
+        let port = |text: &str| match text.parse::<u16>() {
+            Ok(0) | Err(_) => Err(usage()),
+            Ok(port) => Ok(port),
+        };
+        Ok(PublishedPort { host: port(host)?, container: port(container)?, protocol })
+    }
+}
+
+impl fmt::Display for PublishedPort {
+    /// The form the lease store and the messages use: `18080:80/tcp`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.host, self.container, self.protocol.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_parse_with_and_without_protocol() {
+        let tcp = PublishedPort { host: 8080, container: 80, protocol: Protocol::Tcp };
+        assert_eq!("8080:80".parse(), Ok(tcp));
+        assert_eq!("8080:80/tcp".parse(), Ok(tcp));
+        let udp: PublishedPort = "5353:53/udp".parse().unwrap();
+        assert_eq!(udp.protocol, Protocol::Udp);
+        assert_eq!(udp.to_string().parse(), Ok(udp));
+        assert!(!udp.clashes_with(&tcp));
+    }
+
+    #[test]
+    fn bad_ports_say_what_a_port_looks_like() {
+        for bad in ["8080", "8080:0", "70000:80", "8080:80/sctp", "a:b"] {
+            assert!(bad.parse::<PublishedPort>().unwrap_err().contains("like 8080:80"), "{bad}");
+        }
+    }
+}

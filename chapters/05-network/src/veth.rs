@@ -1,0 +1,81 @@
+//! The container's cable: a veth pair. One end, `cbx<id>`, stays on the host, plugged into
+//! the bridge; the other is the container's `eth0`. See veth(4).
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use anyhow::{Context, Result};
+use nix::errno::Errno;
+
+use crate::netlink::Netlink;
+use crate::netns::in_netns;
+use crate::subnet::Subnet;
+
+/// The host end's name: `cbx` and the container id, 15 characters, the most a link name
+/// may have (IFNAMSIZ is 16 with the terminating zero).
+pub fn veth_name(id: &str) -> String {
+    format!("cbx{}", &id[..id.len().min(12)])
+}
+
+// ANCHOR: connect_container
+/// Connects the network namespace `netns` to the bridge with a veth pair, and sets up the
+/// container's side: `lo`, `eth0` with `address`, and the default route via the gateway.
+pub fn connect_container(
+    netlink: &mut Netlink,
+    id: &str,
+    netns: &OwnedFd,
+    bridge: u32,
+    address: Ipv4Addr,
+    subnet: &Subnet,
+) -> Result<()> {
+    let host_end = veth_name(id);
+    netlink
+        .create_veth(&host_end, "eth0", netns.as_fd())
+        .with_context(|| format!("create veth pair {host_end} and eth0"))?;
+    let index = netlink.link_index(&host_end)?.context("find the new veth")?;
+    netlink.set_controller(index, bridge).with_context(|| format!("plug {host_end} in"))?;
+    netlink.set_up(index).with_context(|| format!("bring {host_end} up"))?;
+    in_netns(netns, || configure_inside(address, subnet))
+}
+// ANCHOR_END: connect_container
+
+// ANCHOR: configure_inside
+/// Runs inside the container's network namespace: what `ip` would do there.
+fn configure_inside(address: Ipv4Addr, subnet: &Subnet) -> Result<()> {
+    let mut netlink = Netlink::open().context("open netlink in the container")?;
+    bring_up_loopback(&mut netlink)?;
+    let eth0 = netlink.link_index("eth0")?.context("find eth0 in the container")?;
+    // EXERCISE 5.4: give eth0 `address` in the subnet, bring it up, and route everything else through the gateway
+    // The route needs eth0 up and its address in place: the kernel finds the gateway
+    // through the subnet's route, which the address brings.
+    netlink
+        .add_address(eth0, address, subnet.prefix())
+        .with_context(|| format!("give eth0 the address {address}"))?;
+    netlink.set_up(eth0).context("bring eth0 up")?;
+    netlink.add_default_route(subnet.gateway()).context("add the default route")?;
+    // END EXERCISE
+    Ok(())
+}
+// ANCHOR_END: configure_inside
+
+/// A new network namespace has a loopback interface, but down. See network_namespaces(7).
+pub fn bring_up_loopback(netlink: &mut Netlink) -> Result<()> {
+    let lo = netlink.link_index("lo")?.context("find lo")?;
+    netlink.set_up(lo).context("bring lo up")
+}
+
+/// Gives a new namespace a working `lo` and nothing else (`--net none`).
+pub fn loopback_only(netns: &OwnedFd) -> Result<()> {
+    in_netns(netns, || bring_up_loopback(&mut Netlink::open()?))
+}
+
+/// Deletes the host end, if it is still there; its peer goes with it.
+pub fn disconnect_container(netlink: &mut Netlink, id: &str) -> Result<()> {
+    let host_end = veth_name(id);
+    let Some(index) = netlink.link_index(&host_end)? else { return Ok(()) };
+    match netlink.delete_link(index) {
+        // Gone in between: the container's namespace went, and the pair with it.
+        Err(err) if err.raw_os_error() == Some(Errno::ENODEV as i32) => Ok(()),
+        deleted => deleted.with_context(|| format!("delete {host_end}")),
+    }
+}
