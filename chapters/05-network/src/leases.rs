@@ -3,9 +3,9 @@
 //! flock(2), so parallel starts never get the same address or the same host port.
 //!
 //! ```text
-//! # address container pid published
-//! 10.88.0.2 3f2a9c1b7d4e 41233 18080:80/tcp
-//! 10.88.0.3 a81c5e0f9b62 41297
+//! # address container pid netns published
+//! 10.88.0.2 3f2a9c1b7d4e 41233 net:[4026532301] 18080:80/tcp
+//! 10.88.0.3 a81c5e0f9b62 41297 net:[4026532377]
 //! ```
 
 use std::fs::{self, File, OpenOptions};
@@ -14,9 +14,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
-use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::ports::PublishedPort;
@@ -24,14 +22,30 @@ use crate::subnet::Subnet;
 
 pub const LEASES_FILE: &str = "/run/crabbox/network/crabbox0.leases";
 
-/// One container's address and published ports. `pid` is the container's first process:
-/// once it is gone, so is the container.
+/// One container's address and published ports. `pid` is the container's first process
+/// and `netns` its network namespace, as /proc/PID/ns/net names it: while that process is in
+/// that namespace, the lease is in use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
     pub address: Ipv4Addr,
     pub id: String,
     pub pid: Pid,
+    pub netns: String,
     pub ports: Vec<PublishedPort>,
+}
+
+impl Lease {
+    /// A process that has exited, even one not yet reaped (a zombie), has no namespaces
+    /// left; a new process that got the pid again is in another namespace.
+    fn in_use(&self) -> bool {
+        network_namespace_of(self.pid).is_some_and(|netns| netns == self.netns)
+    }
+}
+
+/// The network namespace of `pid`, like `net:[4026532301]`.
+fn network_namespace_of(pid: Pid) -> Option<String> {
+    let link = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    Some(link.to_string_lossy().into_owned())
 }
 
 /// The store, locked for as long as this value lives.
@@ -70,7 +84,7 @@ impl Leases {
     /// Forgets the leases of containers that have gone without releasing them (their
     /// runtime was killed) and returns them, so their firewall rules can go too.
     pub fn take_stale(&mut self) -> Vec<Lease> {
-        let (gone, alive) = self.leases.drain(..).partition(|lease| !is_alive(lease.pid));
+        let (gone, alive) = self.leases.drain(..).partition(|lease| !lease.in_use());
         self.leases = alive;
         gone
     }
@@ -106,7 +120,8 @@ impl Leases {
         let Some(address) = subnet.container_addresses().find(|address| !taken(address)) else {
             bail!("every address of {subnet} is in use; stop a container or use a larger --subnet");
         };
-        let lease = Lease { address, id: id.to_string(), pid, ports: ports.to_vec() };
+        let netns = network_namespace_of(pid).context("the container has gone")?;
+        let lease = Lease { address, id: id.to_string(), pid, netns, ports: ports.to_vec() };
         self.leases.push(lease);
         // END EXERCISE
         self.save()?;
@@ -126,9 +141,10 @@ impl Leases {
 
     /// Writes the leases back, replacing the file's contents.
     pub fn save(&mut self) -> Result<()> {
-        let mut text = String::from("# address container pid published\n");
+        let mut text = String::from("# address container pid netns published\n");
         for lease in &self.leases {
-            text.push_str(&format!("{} {} {}", lease.address, lease.id, lease.pid));
+            let Lease { address, id, pid, netns, .. } = lease;
+            text.push_str(&format!("{address} {id} {pid} {netns}"));
             for port in &lease.ports {
                 text.push_str(&format!(" {port}"));
             }
@@ -146,18 +162,14 @@ fn parse_leases(text: &str) -> Result<Vec<Lease>> {
 }
 
 fn parse_lease(line: &str) -> Result<Lease> {
-    let bad = || anyhow::anyhow!("`{line}` is not `ADDRESS ID PID [PORT…]`");
+    let bad = || anyhow::anyhow!("`{line}` is not `ADDRESS ID PID NETNS [PORT…]`");
     let mut fields = line.split_whitespace();
     let address = fields.next().and_then(|field| field.parse().ok()).ok_or_else(bad)?;
     let id = fields.next().ok_or_else(bad)?.to_string();
     let pid = fields.next().and_then(|field| field.parse().ok()).ok_or_else(bad)?;
+    let netns = fields.next().ok_or_else(bad)?.to_string();
     let ports = fields.map(|field| field.parse().map_err(|_| bad())).collect::<Result<_>>()?;
-    Ok(Lease { address, id, pid: Pid::from_raw(pid), ports })
-}
-
-/// kill(2) with no signal checks that a process exists.
-fn is_alive(pid: Pid) -> bool {
-    kill(pid, None) != Err(Errno::ESRCH)
+    Ok(Lease { address, id, pid: Pid::from_raw(pid), netns, ports })
 }
 
 #[cfg(test)]
@@ -205,9 +217,10 @@ mod tests {
     fn leases_of_containers_that_are_gone_are_stale() {
         let (_dir, path) = store();
         let mut leases = Leases::lock(&path).unwrap();
-        let gone = Pid::from_raw(i32::MAX);
-        leases.allocate(&Subnet::default(), "gone", gone, &[]).unwrap();
+        leases.allocate(&Subnet::default(), "gone", Pid::this(), &[]).unwrap();
         leases.allocate(&Subnet::default(), "here", Pid::this(), &[]).unwrap();
+        // As if the first container's pid now belonged to a process in another namespace.
+        leases.leases[0].netns = "net:[1]".to_string();
         let stale = leases.take_stale();
         assert_eq!(stale.iter().map(|lease| lease.id.as_str()).collect::<Vec<_>>(), ["gone"]);
         assert_eq!(leases.leases().len(), 1);

@@ -69,9 +69,10 @@ pub fn unpublish(id: &str) -> Result<()> {
         return Ok(());
     }
     let comment = rule_comment(id);
-    // `-S` prints each rule as the `-A …` that adds it; the same words after `-D` delete it.
+    // `-S` prints each rule as the `-A …` that adds it, quoting the comment; the same words
+    // unquoted after `-D` delete it.
     for rule in nat(&["-S", PUBLISHED])?.lines() {
-        let words: Vec<&str> = rule.split_whitespace().collect();
+        let words: Vec<&str> = rule.split_whitespace().map(|word| word.trim_matches('"')).collect();
         if words.first() == Some(&"-A") && words.contains(&comment.as_str()) {
             nat(&[&["-D"], &words[1..]].concat())?;
         }

@@ -1,0 +1,330 @@
+//! Chapter 5 checks. Traffic stays on this machine: between the host and the containers on
+//! the bridge crabbox0 (10.88.0.0/16), between containers, and on loopback; nothing is sent
+//! to any other address. After every run, normal or failed, nothing of the container is
+//! left: no `cbx…` veth, no crabbox rule, no lease in the address store, no files.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Running, Transcript};
+use insta::assert_snapshot;
+
+const GATEWAY: &str = "10.88.0.1";
+const LEASES: &str = "/run/crabbox/network/crabbox0.leases";
+
+fn ch05_run<S: AsRef<OsStr>>(options: &[&str], rootfs: &Path, command: &[S]) -> Command {
+    let mut ch05 = common::command("ch05");
+    ch05.arg("run").args(options).arg(rootfs).arg("--").args(command);
+    ch05
+}
+
+/// A container that prints its id (the default hostname) and eth0's address, then `ready`,
+/// then runs `then` (`cat`: waits for its stdin to close).
+fn announcing(options: &[&str], then: &str) -> Running {
+    let script = format!("hostname; ip -o -4 addr show dev eth0; echo ready; {then}");
+    Running::spawn(&mut ch05_run(options, &common::rootfs(), &["sh", "-c", &script]))
+}
+
+/// What an [`announcing`] container said: its id and its address.
+fn announcement(running: &Running) -> (String, Ipv4Addr) {
+    let lines = running.wait_for_line("ready");
+    let id = lines.first().expect("the container prints its hostname").clone();
+    (id, address_in(&lines.join("\n")))
+}
+
+/// The address in what `ip -o -4 addr` printed: `… inet 10.88.0.2/16 …`.
+fn address_in(ip_output: &str) -> Ipv4Addr {
+    let after = ip_output.split_once("inet ").map(|(_, after)| after);
+    let address = after.and_then(|after| after.split_once('/')).map(|(address, _)| address);
+    address.and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no address in {ip_output:?}"))
+}
+
+/// Closes the container's stdin, which ends an [`announcing`] container, and checks that
+/// it and its runtime exit with 0.
+fn finish(mut running: Running) {
+    drop(running.child.stdin.take());
+    assert_eq!(running.wait_for_exit(), Some(0), "the container ends when its stdin closes");
+}
+
+/// Snapshot settings that also redact the container's address.
+fn settings_with_address(address: &str) -> insta::Settings {
+    let mut settings = common::settings();
+    settings.add_filter(&format!(r"\b{}\b", common::regex_escape(address)), "[ADDRESS]");
+    settings
+}
+
+/// What is left on the host of container `id`: its veth, its rules in nftables and
+/// iptables, its lease, its files.
+fn leftovers_of(id: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    let veth = format!("cbx{id}");
+    if Path::new("/sys/class/net").join(&veth).exists() {
+        left.push(format!("veth {veth}"));
+    }
+    let listings = [
+        Command::new("nft").args(["list", "ruleset"]).output(),
+        Command::new("iptables").args(["-w", "-t", "nat", "-S"]).output(),
+    ];
+    for listing in listings.into_iter().flatten() {
+        let text = String::from_utf8_lossy(&listing.stdout).into_owned();
+        left.extend(
+            text.lines().filter(|line| line.contains(id)).map(|line| format!("rule {line}")),
+        );
+    }
+    let leases = fs::read_to_string(LEASES).unwrap_or_default();
+    left.extend(
+        leases.lines().filter(|line| line.contains(id)).map(|line| format!("lease {line}")),
+    );
+    if Path::new("/run/crabbox/containers").join(id).exists() {
+        left.push(format!("files /run/crabbox/containers/{id}"));
+    }
+    if !common::cgroup_dirs_named(id).is_empty() {
+        left.push(format!("cgroup {id}"));
+    }
+    left
+}
+
+fn assert_nothing_left(id: &str) {
+    let left = leftovers_of(id);
+    assert!(left.is_empty(), "container {id} left this behind: {left:#?}");
+}
+
+/// Fetches `/` over HTTP/1.0 from `address`, or None when nothing answers (yet).
+fn http_get(address: SocketAddr) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// Waits, bounded, until `address` serves a page that contains `body`.
+fn assert_serves(address: SocketAddr, body: &str) {
+    let mut last = None;
+    common::poll_until(&format!("{address} to serve the page"), Duration::from_secs(10), || {
+        last = http_get(address);
+        last.as_deref().is_some_and(|response| response.contains(body))
+    });
+}
+
+fn output_of(command: &mut Command) -> String {
+    String::from_utf8(command.output().expect("run a host tool").stdout).unwrap()
+}
+
+/// The interface names in a /proc/net/dev listing.
+fn interfaces(proc_net_dev: &str) -> BTreeSet<String> {
+    let names = proc_net_dev.lines().filter_map(|line| line.split_once(':')).map(|(name, _)| name);
+    names.map(|name| name.trim().to_string()).collect()
+}
+
+#[test]
+fn a_container_on_the_bridge_has_its_own_address_route_and_hosts_file() {
+    let script = "ip -o -4 addr; ip route; cat /etc/hosts";
+    let mut ch05 = ch05_run(&["--hostname", "box"], &common::rootfs(), &["sh", "-c", script]);
+    let transcript = Transcript::run(&mut ch05);
+    assert_eq!(transcript.status, 0, "{transcript}");
+    let address = address_in(transcript.stdout.lines().find(|l| l.contains("eth0")).unwrap());
+    assert!(address.octets()[..2] == [10, 88] && address.to_string() != GATEWAY, "{transcript}");
+    assert!(transcript.stdout.contains(&format!("default via {GATEWAY} dev eth0")), "{transcript}");
+    assert!(transcript.stdout.contains(&format!("{address}\tbox")), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    let _s = settings_with_address(&address.to_string()).bind_to_scope();
+    assert_snapshot!("bridge", transcript);
+}
+
+#[test]
+fn a_container_reaches_its_gateway() {
+    let ping = ["ping", "-c", "1", "-W", "5", GATEWAY];
+    let transcript = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &ping));
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert!(transcript.stdout.contains("1 packets received"), "{transcript}");
+}
+
+#[test]
+fn two_containers_on_the_bridge_reach_each_other() {
+    let first = announcing(&[], "cat");
+    let (first_id, first_address) = announcement(&first);
+    let ping = format!("ping -c 1 -W 5 {first_address}");
+    let transcript = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["sh", "-c", &ping]));
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert!(transcript.stdout.contains("1 packets received"), "{transcript}");
+    finish(first);
+    assert_nothing_left(&first_id);
+    assert_nothing_left(&common::announced_id(&transcript.stderr));
+}
+
+#[test]
+fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
+    let www = common::temp_dir();
+    fs::write(www.path().join("index.html"), "hello from the container\n").unwrap();
+    let volume = format!("{}:/www", www.path().display());
+    let options = ["--init", "-p", "18080:80", "-v", &volume];
+    let server = announcing(&options, "exec httpd -f -p 80 -h /www");
+    let (id, address) = announcement(&server);
+    assert_serves(([127, 0, 0, 1], 18080).into(), "hello from the container");
+    assert_serves((GATEWAY.parse::<Ipv4Addr>().unwrap(), 18080).into(), "hello from the container");
+
+    // The rule that does it, in crabbox's table, carries the container's id.
+    let rules =
+        output_of(Command::new("nft").args(["list", "chain", "ip", "crabbox", "published"]));
+    let rule = rules.lines().find(|line| line.contains(&id)).expect("a rule for the container");
+    let _s = settings_with_address(&address.to_string()).bind_to_scope();
+    assert_snapshot!("published_rule", rule.trim());
+
+    // A second container cannot take the same port.
+    let second = Transcript::run(&mut ch05_run(&["-p", "18080:80"], &common::rootfs(), &["true"]));
+    assert_eq!(second.status, 125, "{second}");
+    assert!(second.stderr.contains(&format!("already published by container {id}")), "{second}");
+    assert_nothing_left(&common::announced_id(&second.stderr));
+    assert_snapshot!("port_taken", second);
+    stop(server);
+    assert_nothing_left(&id);
+}
+
+#[test]
+fn a_port_a_host_program_listens_on_is_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let publish = format!("{port}:80");
+    let transcript =
+        Transcript::run(&mut ch05_run(&["-p", &publish], &common::rootfs(), &["true"]));
+    assert_eq!(transcript.status, 125, "{transcript}");
+    assert!(transcript.stderr.contains("a program on the host uses it"), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.stderr));
+}
+
+#[test]
+fn with_net_none_only_lo_is_there() {
+    let _s = common::settings().bind_to_scope();
+    let mut ch05 = ch05_run(&["--net", "none"], &common::rootfs(), &["ip", "-o", "link"]);
+    let transcript = Transcript::run(&mut ch05);
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert_eq!(transcript.stdout.lines().count(), 1, "{transcript}");
+    assert_snapshot!("net_none", transcript);
+}
+
+#[test]
+fn with_net_host_the_hosts_interfaces_are_there() {
+    let host_before = interfaces(&fs::read_to_string("/proc/net/dev").unwrap());
+    let mut ch05 = ch05_run(&["--net", "host"], &common::rootfs(), &["cat", "/proc/net/dev"]);
+    let transcript = Transcript::run(&mut ch05);
+    let host_after = interfaces(&fs::read_to_string("/proc/net/dev").unwrap());
+    assert_eq!(transcript.status, 0, "{transcript}");
+    // Other checks add and remove their veths meanwhile: compare what stayed.
+    let inside = interfaces(&transcript.stdout);
+    let stayed: BTreeSet<_> = host_before.intersection(&host_after).cloned().collect();
+    let seen: BTreeSet<_> = host_before.union(&host_after).cloned().collect();
+    assert!(inside.is_superset(&stayed) && inside.is_subset(&seen), "{transcript}");
+    assert!(inside.len() > 1, "the host has more than lo: {transcript}");
+}
+
+#[test]
+fn a_container_joins_another_containers_network_namespace() {
+    let first = announcing(&[], "cat");
+    let (first_id, first_address) = announcement(&first);
+    let netns = format!("ns:/proc/{}/ns/net", first.container_pid());
+    let ip = ["ip", "-o", "-4", "addr", "show", "dev", "eth0"];
+    let transcript = Transcript::run(&mut ch05_run(&["--net", &netns], &common::rootfs(), &ip));
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert_eq!(address_in(&transcript.stdout), first_address, "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    finish(first);
+    assert_nothing_left(&first_id);
+}
+
+#[test]
+fn a_file_that_is_no_network_namespace_is_refused() {
+    let _s = common::settings().bind_to_scope();
+    let mut ch05 = ch05_run(&["--net", "ns:/etc/hostname"], &common::rootfs(), &["true"]);
+    let transcript = Transcript::run(&mut ch05);
+    assert_eq!(transcript.status, 125, "{transcript}");
+    assert_snapshot!("not_a_netns", transcript);
+}
+
+#[test]
+fn twenty_containers_started_together_get_twenty_addresses() {
+    let containers: Vec<Running> = (0..20).map(|_| announcing(&[], "cat")).collect();
+    // Every container holds its address until its stdin closes, so all 20 hold one at once.
+    let announced: Vec<(String, Ipv4Addr)> = containers.iter().map(announcement).collect();
+    let addresses: BTreeSet<Ipv4Addr> = announced.iter().map(|(_, address)| *address).collect();
+    assert_eq!(addresses.len(), 20, "addresses given out twice: {announced:?}");
+    for container in containers {
+        finish(container);
+    }
+    for (id, _) in &announced {
+        assert_nothing_left(id);
+    }
+}
+
+#[test]
+fn a_start_that_fails_half_way_leaves_nothing() {
+    // The command is not found after the network is attached: 127, and all is undone.
+    let missing = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["no-such-command"]));
+    assert_eq!(missing.status, 127, "{missing}");
+    assert_nothing_left(&common::announced_id(&missing.stderr));
+
+    // The bridge exists now, with the default subnet: another subnet fails while attaching.
+    let mut other_subnet = ch05_run(&["--subnet", "10.89.0.0/16"], &common::rootfs(), &["true"]);
+    let transcript = Transcript::run(&mut other_subnet);
+    assert_eq!(transcript.status, 125, "{transcript}");
+    assert!(transcript.stderr.contains("is not the gateway of --subnet"), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.stderr));
+}
+
+#[test]
+fn what_a_killed_runtime_left_is_reclaimed_by_the_next_start() {
+    let first = announcing(&["-p", "18082:80"], "cat");
+    let (first_id, _) = announcement(&first);
+    let container = first.container_pid();
+    // SIGKILL: the runtime cannot clean up. Then the container goes too.
+    first.signal(nix::sys::signal::Signal::SIGKILL);
+    kill_and_remove_cgroup(container, &first_id);
+    assert!(leftovers_of(&first_id).iter().any(|left| left.starts_with("lease")));
+
+    // The port is free again: the next start finds the lease stale and removes it, and
+    // the container's rule with it.
+    let next = Transcript::run(&mut ch05_run(&["-p", "18082:80"], &common::rootfs(), &["true"]));
+    assert_eq!(next.status, 0, "{next}");
+    assert_nothing_left(&first_id);
+}
+
+#[test]
+fn the_iptables_firewall_publishes_ports_too() {
+    let www = common::temp_dir();
+    fs::write(www.path().join("index.html"), "served through iptables\n").unwrap();
+    let volume = format!("{}:/www", www.path().display());
+    let options = ["--init", "--firewall", "iptables", "-p", "18083:80", "-v", &volume];
+    let server = announcing(&options, "exec httpd -f -p 80 -h /www");
+    let (id, _) = announcement(&server);
+    assert_serves(([127, 0, 0, 1], 18083).into(), "served through iptables");
+    let rules =
+        output_of(Command::new("iptables").args(["-w", "-t", "nat", "-S", "CRABBOX-PUBLISHED"]));
+    assert!(rules.contains(&format!("crabbox:{id}")), "{rules}");
+    stop(server);
+    assert_nothing_left(&id);
+}
+
+/// Stops a server started with `--init`: SIGTERM to the runtime reaches the server through
+/// the container's init, and the runtime cleans up once it has ended.
+fn stop(mut server: Running) {
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(server.wait_for_exit(), Some(128 + 15), "the server ends by SIGTERM");
+}
+
+/// Kills a container whose runtime is gone, and removes the cgroup the runtime left.
+fn kill_and_remove_cgroup(pid: u32, id: &str) {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    common::poll_until("the container to go", Duration::from_secs(10), || {
+        common::cgroup_dirs_named(id).iter().rev().all(|dir| fs::remove_dir(dir).is_ok())
+    });
+}
