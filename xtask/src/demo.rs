@@ -95,9 +95,25 @@ fn tour(binary: &str, rootfs: &str) -> Result<()> {
         &["sh", "-c", "touch /file; touch /dev/shm/file && echo /dev/shm is fine"],
     )?;
     run(
-        "Still shared with the host: the network (chapter 5 will change that).",
+        "Chapter 4, cgroups: at most 10 processes; the eleventh fork fails.",
+        &["--pids-limit", "10"],
+        &["sh", "-c", "for i in $(seq 1 20); do sleep 1 & done 2>&1 | head -n 1"],
+    )?;
+    run(
+        "Chapter 5, network namespace: lo and an eth0 of its own, with an address on crabbox0.",
         &[],
-        &["sh", "-c", "ip -o link | cut -d: -f2"],
+        &["ip", "-o", "-4", "addr"],
+    )?;
+    run(
+        "Chapter 5, veth and bridge: the container reaches the host through its gateway.",
+        &[],
+        &["ping", "-c", "1", "10.88.0.1"],
+    )?;
+    run("Chapter 5, --net none: only lo.", &["--net", "none"], &["ip", "-o", "link"])?;
+    run(
+        "Still shared with the host: user ids, root inside is root outside (chapter 7 will change that).",
+        &[],
+        &["cat", "/proc/self/uid_map"],
     )
 }
 

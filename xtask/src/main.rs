@@ -7,6 +7,7 @@ mod check;
 mod demo;
 mod doctor;
 mod exercises;
+mod network;
 mod test;
 #[cfg(test)]
 mod tidy;
@@ -52,6 +53,8 @@ enum Task {
         #[arg(long)]
         serve: bool,
     },
+    /// Remove chapter 5's bridge crabbox0 and NAT rules, once no container uses them
+    NetworkRm,
     /// Run a command in a throwaway qemu guest with a pure cgroup v2 (or v1) layout
     VmTest(vm::VmArgs),
 }
@@ -84,6 +87,7 @@ fn run(task: Task) -> Result<()> {
             exercises::solution(chapters::find(&chapters::all()?, chapter)?)
         }
         Task::Book { serve } => book::book(serve),
+        Task::NetworkRm => network::network_rm(),
         Task::VmTest(args) => vm::vm_test(&args),
     }
 }

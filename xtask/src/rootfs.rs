@@ -64,6 +64,9 @@ const ETC_FILES: &[(&str, &str)] = &[
     ),
     ("passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
     ("group", "root:x:0:\nnogroup:x:65534:\n"),
+    // Mount points: a container on a network gets its own versions bind-mounted over them.
+    ("hosts", "127.0.0.1\tlocalhost\n"),
+    ("resolv.conf", ""),
 ];
 
 /// The install paths of every applet, as `busybox --list-full` prints them (`usr/bin/env`).

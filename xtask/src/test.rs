@@ -9,6 +9,7 @@ use crate::cargo::{build_chapter, cargo, run};
 use crate::chapters::{self, Chapter};
 use crate::check::{report, run_checks, Outcome, Place, Tally};
 use crate::exercises::{self, RestoreOnDrop};
+use crate::network;
 
 pub fn test() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
@@ -34,6 +35,8 @@ pub fn test() -> Result<()> {
             tally.add(&report(chapter, &run_checks(chapter, &[], place)?, place)?);
         }
     }
+    println!("\n== the host is left as it was: the bridge network goes");
+    network::network_rm()?;
     println!("\n== the book");
     book::build()?;
     println!("\n{}", tally.summary());
