@@ -166,9 +166,9 @@ fn two_containers_on_the_bridge_reach_each_other() {
 fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
     let www = common::temp_dir();
     fs::write(www.path().join("index.html"), "hello from the container\n").unwrap();
-    let volume = format!("{}:/www", www.path().display());
+    let volume = format!("{}:/tmp", www.path().display());
     let options = ["--init", "-p", "18080:80", "-v", &volume];
-    let server = announcing(&options, "exec httpd -f -p 80 -h /www");
+    let server = announcing(&options, "exec httpd -f -p 80 -h /tmp");
     let (id, address) = announcement(&server);
     assert_serves(([127, 0, 0, 1], 18080).into(), "hello from the container");
     assert_serves((GATEWAY.parse::<Ipv4Addr>().unwrap(), 18080).into(), "hello from the container");
@@ -301,9 +301,9 @@ fn what_a_killed_runtime_left_is_reclaimed_by_the_next_start() {
 fn the_iptables_firewall_publishes_ports_too() {
     let www = common::temp_dir();
     fs::write(www.path().join("index.html"), "served through iptables\n").unwrap();
-    let volume = format!("{}:/www", www.path().display());
+    let volume = format!("{}:/tmp", www.path().display());
     let options = ["--init", "--firewall", "iptables", "-p", "18083:80", "-v", &volume];
-    let server = announcing(&options, "exec httpd -f -p 80 -h /www");
+    let server = announcing(&options, "exec httpd -f -p 80 -h /tmp");
     let (id, _) = announcement(&server);
     assert_serves(([127, 0, 0, 1], 18083).into(), "served through iptables");
     let rules =
@@ -327,4 +327,24 @@ fn kill_and_remove_cgroup(pid: u32, id: &str) {
     common::poll_until("the container to go", Duration::from_secs(10), || {
         common::cgroup_dirs_named(id).iter().rev().all(|dir| fs::remove_dir(dir).is_ok())
     });
+}
+
+#[test]
+fn the_host_looks_into_the_containers_namespace_with_nsenter() {
+    let container = announcing(&[], "cat");
+    let (id, address) = announcement(&container);
+    let netns = format!("--net=/proc/{}/ns/net", container.container_pid());
+    let mut nsenter = Command::new("nsenter");
+    nsenter.args([netns.as_str(), "ip", "-br", "-4", "addr"]);
+    let transcript = Transcript::run(&mut nsenter);
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert!(transcript.stdout.contains(&format!("{address}/16")), "{transcript}");
+    finish(container);
+    assert_nothing_left(&id);
+    let mut settings = settings_with_address(&address.to_string());
+    settings.add_filter(r"/proc/\d+/", "/proc/[PID]/");
+    // The peer's link index on the host side (eth0@if12) changes with every veth.
+    settings.add_filter(r"eth0@if\d+ +", "eth0@if[N]       ");
+    let _s = settings.bind_to_scope();
+    assert_snapshot!("nsenter", transcript);
 }

@@ -88,7 +88,6 @@ impl Netlink {
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
         // END EXERCISE
-        self.request(RouteNetlinkMessage::NewLink(message), NLM_F_CREATE | NLM_F_EXCL)?;
         Ok(())
     }
     // ANCHOR_END: create_veth
