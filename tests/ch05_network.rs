@@ -348,3 +348,23 @@ fn the_host_looks_into_the_containers_namespace_with_nsenter() {
     let _s = settings.bind_to_scope();
     assert_snapshot!("nsenter", transcript);
 }
+
+#[test]
+fn a_container_cannot_reach_the_hosts_loopback() {
+    // A service the host keeps on loopback only.
+    let service = TcpListener::bind("127.0.0.2:0").unwrap();
+    service.set_nonblocking(true).unwrap();
+    let port = service.local_addr().unwrap().port();
+    // route_localnet on crabbox0 (for published ports on 127.0.0.1) would accept what a
+    // container sends to 127.0.0.2 through its gateway; crabbox's guard drops it.
+    let script = format!(
+        "sysctl -w net.ipv4.conf.eth0.route_localnet=1 >/dev/null; \
+         ip route del local 127.0.0.0/8 dev lo table local; \
+         ip route add 127.0.0.2/32 via {GATEWAY} dev eth0; \
+         timeout 3 nc 127.0.0.2 {port} </dev/null"
+    );
+    let transcript = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["sh", "-c", &script]));
+    assert_ne!(transcript.status, 0, "{transcript}");
+    let accepted = service.accept();
+    assert!(accepted.is_err(), "a container reached the host's 127.0.0.2: {accepted:?}");
+}

@@ -13,30 +13,38 @@ use crate::subnet::Subnet;
 
 const PUBLISHED: &str = "CRABBOX-PUBLISHED";
 const POSTROUTING: &str = "CRABBOX-POSTROUTING";
+/// In the raw table: see the guard in nftables.rs.
+const GUARD: &str = "CRABBOX-GUARD";
 
-/// The jumps from the host's chains into crabbox's.
-const JUMPS: &[(&str, &[&str])] = &[
-    ("PREROUTING", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", PUBLISHED]),
-    ("OUTPUT", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", PUBLISHED]),
-    ("POSTROUTING", &["-j", POSTROUTING]),
+/// crabbox's chains, by table.
+const CHAINS: &[(&str, &str)] = &[("nat", PUBLISHED), ("nat", POSTROUTING), ("raw", GUARD)];
+
+/// The jumps from the host's chains into crabbox's: table, chain, rule.
+const JUMPS: &[(&str, &str, &[&str])] = &[
+    ("nat", "PREROUTING", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", PUBLISHED]),
+    ("nat", "OUTPUT", &["-m", "addrtype", "--dst-type", "LOCAL", "-j", PUBLISHED]),
+    ("nat", "POSTROUTING", &["-j", POSTROUTING]),
+    ("raw", "PREROUTING", &["-j", GUARD]),
 ];
 
 pub fn set_up_nat(subnet: &Subnet) -> Result<()> {
-    for chain in [PUBLISHED, POSTROUTING] {
-        if !chain_exists(chain) {
-            nat(&["-N", chain])?;
+    for (table, chain) in CHAINS {
+        if !chain_exists(table, chain) {
+            iptables(table, &["-N", chain])?;
         }
     }
-    for (chain, rule) in JUMPS {
+    for (table, chain, rule) in JUMPS {
         // -C checks whether the rule is there already.
-        if nat(&[&["-C", chain], *rule].concat()).is_err() {
-            nat(&[&["-A", chain], *rule].concat())?;
+        if iptables(table, &[&["-C", chain], *rule].concat()).is_err() {
+            iptables(table, &[&["-A", chain], *rule].concat())?;
         }
     }
     let subnet = subnet.to_string();
     nat(&["-F", POSTROUTING])?;
     nat(&["-A", POSTROUTING, "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"])?;
     nat(&["-A", POSTROUTING, "-s", "127.0.0.0/8", "-o", BRIDGE, "-j", "MASQUERADE"])?;
+    iptables("raw", &["-F", GUARD])?;
+    iptables("raw", &["-A", GUARD, "-i", BRIDGE, "-d", "127.0.0.0/8", "-j", "DROP"])?;
     Ok(())
 }
 
@@ -65,7 +73,7 @@ pub fn publish(id: &str, address: Ipv4Addr, ports: &[PublishedPort]) -> Result<(
 }
 
 pub fn unpublish(id: &str) -> Result<()> {
-    if !chain_exists(PUBLISHED) {
+    if !chain_exists("nat", PUBLISHED) {
         return Ok(());
     }
     let comment = rule_comment(id);
@@ -81,23 +89,27 @@ pub fn unpublish(id: &str) -> Result<()> {
 }
 
 pub fn remove_all() -> Result<()> {
-    for (chain, rule) in JUMPS {
-        while nat(&[&["-D", chain], *rule].concat()).is_ok() {}
+    for (table, chain, rule) in JUMPS {
+        while iptables(table, &[&["-D", chain], *rule].concat()).is_ok() {}
     }
-    for chain in [PUBLISHED, POSTROUTING] {
-        if chain_exists(chain) {
-            nat(&["-F", chain])?;
-            nat(&["-X", chain])?;
+    for (table, chain) in CHAINS {
+        if chain_exists(table, chain) {
+            iptables(table, &["-F", chain])?;
+            iptables(table, &["-X", chain])?;
         }
     }
     Ok(())
 }
 
-fn chain_exists(chain: &str) -> bool {
-    nat(&["-S", chain]).is_ok()
+fn chain_exists(table: &str, chain: &str) -> bool {
+    iptables(table, &["-S", chain]).is_ok()
 }
 
-/// Runs iptables on the nat table; -w waits for the lock other iptables calls hold.
 fn nat(args: &[&str]) -> Result<String> {
-    run_tool("iptables", &[&["-w", "-t", "nat"], args].concat(), None)
+    iptables("nat", args)
+}
+
+/// Runs iptables on `table`; -w waits for the lock other iptables calls hold.
+fn iptables(table: &str, args: &[&str]) -> Result<String> {
+    run_tool("iptables", &[&["-w", "-t", table], args].concat(), None)
 }

@@ -6,6 +6,7 @@
 //!   chain output      (nat, dstnat)  packets from the host itself to one of its addresses → published
 //!   chain published                  one DNAT rule per published port, comment "crabbox:<id>"
 //!   chain postrouting (nat, srcnat)  masquerade the subnet going out, and 127.0.0.1 going in
+//!   chain guard       (filter, raw)  drop what comes from a container addressed to 127.0.0.0/8
 //! ```
 
 use std::net::Ipv4Addr;
@@ -23,20 +24,26 @@ pub fn set_up_nat(subnet: &Subnet) -> Result<()> {
     // One script is one transaction: the chains are flushed and refilled atomically, so a
     // container starting at the same time never sees them half-made. Priority -100 is what
     // nft(8) calls `dstnat` and 100 `srcnat`; the names are not accepted on every hook by
-    // every nft version, the numbers are.
+    // every nft version, the numbers are. The guard runs at -300 (`raw`), before connection
+    // tracking undoes NAT for replies, so it sees only what a container itself addressed:
+    // with route_localnet on the bridge, a container could otherwise send packets to the
+    // services the host keeps on 127.0.0.1 (Kubernetes' CVE-2020-8558).
     let script = format!(
         r#"add table ip crabbox
 add chain ip crabbox published
 add chain ip crabbox prerouting {{ type nat hook prerouting priority -100; policy accept; }}
 add chain ip crabbox output {{ type nat hook output priority -100; policy accept; }}
 add chain ip crabbox postrouting {{ type nat hook postrouting priority 100; policy accept; }}
+add chain ip crabbox guard {{ type filter hook prerouting priority -300; policy accept; }}
 flush chain ip crabbox prerouting
 flush chain ip crabbox output
 flush chain ip crabbox postrouting
+flush chain ip crabbox guard
 add rule ip crabbox prerouting fib daddr type local jump published
 add rule ip crabbox output fib daddr type local jump published
 add rule ip crabbox postrouting ip saddr {subnet} oifname != "{BRIDGE}" masquerade comment "crabbox: containers go out as the host"
 add rule ip crabbox postrouting ip saddr 127.0.0.0/8 oifname "{BRIDGE}" masquerade comment "crabbox: published ports on 127.0.0.1"
+add rule ip crabbox guard iifname "{BRIDGE}" ip daddr 127.0.0.0/8 drop comment "crabbox: no container reaches the host's loopback"
 "#
     );
     run_tool("nft", &["-f", "-"], Some(&script))?;
