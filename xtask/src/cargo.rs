@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use xtask::host_tools::ensure_tool;
 use xtask::rootfs::is_root;
 use xtask::{command_line, host_triple, project_root};
 
@@ -41,6 +42,9 @@ pub fn as_root(program: &Path) -> Command {
 /// Builds the binaries of `chapter` and the static helpers of every chapter up to it (later
 /// checks reuse earlier helpers, such as chapter 1's escape).
 pub fn build_chapter(chapter: &Chapter, all: &[Chapter]) -> Result<()> {
+    for (program, package) in &chapter.host_tools {
+        ensure_tool(program, package)?;
+    }
     run(cargo().args(["build", "--quiet", "-p", &chapter.package, "--bins"]))?;
     for earlier in all.iter().filter(|c| c.number <= chapter.number) {
         for helper in &earlier.static_bins {

@@ -1,5 +1,6 @@
 //! The chapters of the workshop, read from chapters/*/Cargo.toml.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::PathBuf;
 
@@ -22,6 +23,8 @@ pub struct Chapter {
     pub static_bins: Vec<String>,
     /// The guest cgroup layouts (`v2`) that `cargo xtask test` also runs the checks in.
     pub guest_checks: Vec<CgroupLayout>,
+    /// Host programs the chapter or its checks run, with the Debian package of each.
+    pub host_tools: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +52,8 @@ struct CrabboxMetadata {
     static_bins: Vec<String>,
     #[serde(default)]
     guest_checks: Vec<String>,
+    #[serde(default)]
+    host_tools: BTreeMap<String, String>,
 }
 
 /// Every chapter, in order.
@@ -75,6 +80,7 @@ pub fn all() -> Result<Vec<Chapter>> {
             package: manifest.package.name,
             static_bins: metadata.static_bins,
             guest_checks,
+            host_tools: metadata.host_tools,
             dir,
         });
     }

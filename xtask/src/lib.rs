@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod host_tools;
 pub mod rootfs;
 
 /// The target triple that `cargo xtask` builds static helper binaries for.

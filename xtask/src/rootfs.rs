@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
+use crate::host_tools::apt_install;
+
 use crate::project_root;
 
 /// Where the default rootfs lives: a gitignored folder of the project.
@@ -95,13 +97,8 @@ pub fn find_static_busybox() -> Result<PathBuf> {
     if let Some(busybox) = find_static_busybox_quietly() {
         return Ok(busybox);
     }
-    if is_root() && Path::new("/usr/bin/apt-get").exists() {
-        eprintln!("$ apt-get install -y busybox-static");
-        let status = Command::new("apt-get")
-            .args(["install", "-y", "-q", "--no-install-recommends", "busybox-static"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()?;
-        if let (true, Some(busybox)) = (status.success(), find_static_busybox_quietly()) {
+    if apt_install("busybox-static")? {
+        if let Some(busybox) = find_static_busybox_quietly() {
             return Ok(busybox);
         }
     }
