@@ -266,13 +266,14 @@ fn twenty_containers_started_together_get_twenty_addresses() {
 }
 
 #[test]
-fn a_start_that_fails_half_way_leaves_nothing() {
+fn a_start_that_fails_leaves_nothing() {
     // The command is not found after the network is attached: 127, and all is undone.
     let missing = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["no-such-command"]));
     assert_eq!(missing.status, 127, "{missing}");
     assert_nothing_left(&common::announced_id(&missing.stderr));
 
-    // The bridge exists now, with the default subnet: another subnet fails while attaching.
+    // The bridge exists now, with the default subnet: another subnet fails while attaching,
+    // after the container's namespaces and cgroup exist.
     let mut other_subnet = ch05_run(&["--subnet", "10.89.0.0/16"], &common::rootfs(), &["true"]);
     let transcript = Transcript::run(&mut other_subnet);
     assert_eq!(transcript.status, 125, "{transcript}");
@@ -282,16 +283,17 @@ fn a_start_that_fails_half_way_leaves_nothing() {
 
 #[test]
 fn what_a_killed_runtime_left_is_reclaimed_by_the_next_start() {
-    let first = announcing(&["-p", "18082:80"], "cat");
+    let mut first = announcing(&["-p", "18082:80"], "cat");
     let (first_id, _) = announcement(&first);
     let container = first.container_pid();
-    // SIGKILL: the runtime cannot clean up. Then the container goes too.
+    // SIGKILL: the runtime cannot clean up. Its container runs on, and keeps its lease.
     first.signal(nix::sys::signal::Signal::SIGKILL);
-    kill_and_remove_cgroup(container, &first_id);
+    assert_eq!(first.wait_for_exit(), None, "the runtime was killed");
     assert!(leftovers_of(&first_id).iter().any(|left| left.starts_with("lease")));
+    kill_and_remove_cgroup(container, &first_id);
 
-    // The port is free again: the next start finds the lease stale and removes it, and
-    // the container's rule with it.
+    // Now the lease is stale: the next start removes it, and the container's rule with it,
+    // and the port is free again.
     let next = Transcript::run(&mut ch05_run(&["-p", "18082:80"], &common::rootfs(), &["true"]));
     assert_eq!(next.status, 0, "{next}");
     assert_nothing_left(&first_id);
@@ -356,14 +358,18 @@ fn a_container_cannot_reach_the_hosts_loopback() {
     service.set_nonblocking(true).unwrap();
     let port = service.local_addr().unwrap().port();
     // route_localnet on crabbox0 (for published ports on 127.0.0.1) would accept what a
-    // container sends to 127.0.0.2 through its gateway; crabbox's guard drops it.
+    // container sends to 127.0.0.2 through its gateway; crabbox's guard drops it. With
+    // --init, nc is not PID 1, so timeout's SIGTERM ends it (chapter 2).
     let script = format!(
-        "sysctl -w net.ipv4.conf.eth0.route_localnet=1 >/dev/null; \
+        "set -e; sysctl -w net.ipv4.conf.eth0.route_localnet=1 >/dev/null; \
          ip route del local 127.0.0.0/8 dev lo table local; \
          ip route add 127.0.0.2/32 via {GATEWAY} dev eth0; \
+         echo routed through the gateway; \
          timeout 3 nc 127.0.0.2 {port} </dev/null"
     );
-    let transcript = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["sh", "-c", &script]));
+    let mut ch05 = ch05_run(&["--init"], &common::rootfs(), &["sh", "-c", &script]);
+    let transcript = Transcript::run(&mut ch05);
+    assert!(transcript.stdout.contains("routed through the gateway"), "{transcript}");
     assert_ne!(transcript.status, 0, "{transcript}");
     let accepted = service.accept();
     assert!(accepted.is_err(), "a container reached the host's 127.0.0.2: {accepted:?}");

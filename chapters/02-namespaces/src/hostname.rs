@@ -7,11 +7,17 @@ use anyhow::{bail, Context, Result};
 
 /// A new container id: 12 random hex digits, short enough to type, as docker shows them.
 pub fn new_container_id() -> Result<String> {
-    let mut bytes = [0u8; 6];
+    let bytes: [u8; 6] = random_bytes()?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// N bytes from the kernel's random number generator.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
     File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut bytes))
-        .context("read /dev/urandom for a container id")?;
-    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+        .context("read /dev/urandom")?;
+    Ok(bytes)
 }
 
 /// Checks `name` against what a hostname may be: 1 to 64 letters, digits, `-` and `.`

@@ -6,6 +6,8 @@ use std::fs;
 
 use anyhow::{bail, Context, Result};
 
+use ch02_namespaces::hostname::random_bytes;
+
 use crate::netlink::Netlink;
 use crate::subnet::Subnet;
 
@@ -18,7 +20,10 @@ pub fn ensure_bridge(netlink: &mut Netlink, subnet: &Subnet) -> Result<u32> {
     let index = match netlink.link_index(BRIDGE)? {
         Some(index) => index,
         None => {
-            netlink.create_bridge(BRIDGE).with_context(|| format!("create bridge {BRIDGE}"))?;
+            let mac = bridge_mac()?;
+            netlink
+                .create_bridge(BRIDGE, mac)
+                .with_context(|| format!("create bridge {BRIDGE}"))?;
             netlink.link_index(BRIDGE)?.with_context(|| format!("find the new bridge {BRIDGE}"))?
         }
     };
@@ -42,11 +47,25 @@ pub fn ensure_bridge(netlink: &mut Netlink, subnet: &Subnet) -> Result<u32> {
 }
 // ANCHOR_END: ensure_bridge
 
+/// A random MAC address of the locally administered, unicast kind (bit 1 of the first byte
+/// set, bit 0 clear). A bridge without one of its own takes the lowest MAC of its ports,
+/// and changes it when that port goes: every container would lose its gateway until its
+/// ARP entry expired.
+fn bridge_mac() -> Result<[u8; 6]> {
+    let mut mac: [u8; 6] = random_bytes()?;
+    mac[0] = (mac[0] | 0b10) & !0b1;
+    Ok(mac)
+}
+
 /// Lets the host route for its containers. See the kernel's
 /// Documentation/networking/ip-sysctl.rst.
 fn enable_routing() -> Result<()> {
     // Forward packets between interfaces: containers reach beyond the host through it.
-    write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+    // Changing it resets the interfaces' other settings, so it is written only when off.
+    let forward = "/proc/sys/net/ipv4/ip_forward";
+    if fs::read_to_string(forward).with_context(|| format!("read {forward}"))?.trim() != "1" {
+        write_sysctl(forward, "1")?;
+    }
     // A connection to a published port on 127.0.0.1 is sent, after DNAT, out of the bridge
     // with source 127.0.0.1; without route_localnet the kernel drops such a packet as a
     // martian ("do not consider loopback addresses as martian source or destination").

@@ -62,7 +62,7 @@ fn hosts(hostname: &str, address: Ipv4Addr) -> String {
 fn container_resolv_conf() -> String {
     let read = |path| fs::read_to_string(path).unwrap_or_default();
     let conf = resolv_conf(&read("/etc/resolv.conf"));
-    if conf.contains("nameserver") {
+    if conf.lines().any(|line| line.starts_with("nameserver")) {
         return conf;
     }
     resolv_conf(&read("/run/systemd/resolve/resolv.conf"))

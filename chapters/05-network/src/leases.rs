@@ -1,20 +1,22 @@
 //! The address store (IPAM): one line per container on the bridge, in a file under
-//! /run/crabbox. Every start and every exit reads and rewrites it under an exclusive
-//! flock(2), so parallel starts never get the same address or the same host port.
+//! /run/crabbox. Every start and every exit reads and rewrites it while holding an
+//! exclusive flock(2) on a lock file beside it, so parallel starts never get the same
+//! address or the same host port.
 //!
 //! ```text
-//! # address container pid netns published
-//! 10.88.0.2 3f2a9c1b7d4e 41233 net:[4026532301] 18080:80/tcp
-//! 10.88.0.3 a81c5e0f9b62 41297 net:[4026532377]
+//! # address container runtime pid netns published
+//! 10.88.0.2 3f2a9c1b7d4e 41230 41233 net:[4026532301] 18080:80/tcp
+//! 10.88.0.3 a81c5e0f9b62 41290 41297 net:[4026532377]
 //! ```
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, Write};
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::ports::PublishedPort;
@@ -22,23 +24,27 @@ use crate::subnet::Subnet;
 
 pub const LEASES_FILE: &str = "/run/crabbox/network/crabbox0.leases";
 
-/// One container's address and published ports. `pid` is the container's first process
-/// and `netns` its network namespace, as /proc/PID/ns/net names it: while that process is in
-/// that namespace, the lease is in use.
+/// One container's address and published ports, with who holds them: the runtime that
+/// started the container, the container's first process, and that process's network
+/// namespace as /proc/PID/ns/net names it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lease {
     pub address: Ipv4Addr,
     pub id: String,
+    pub runtime: Pid,
     pub pid: Pid,
     pub netns: String,
     pub ports: Vec<PublishedPort>,
 }
 
 impl Lease {
+    /// In use while the container runs, or while its runtime lives to clean up after it.
     /// A process that has exited, even one not yet reaped (a zombie), has no namespaces
     /// left; a new process that got the pid again is in another namespace.
     fn in_use(&self) -> bool {
-        network_namespace_of(self.pid).is_some_and(|netns| netns == self.netns)
+        let container_runs = network_namespace_of(self.pid).is_some_and(|ns| ns == self.netns);
+        // kill(2) with no signal only checks that the process exists.
+        container_runs || kill(self.runtime, None) != Err(Errno::ESRCH)
     }
 }
 
@@ -51,30 +57,33 @@ fn network_namespace_of(pid: Pid) -> Option<String> {
 /// The store, locked for as long as this value lives.
 #[derive(Debug)]
 pub struct Leases {
-    file: Flock<File>,
+    path: PathBuf,
+    _lock: Flock<File>,
     leases: Vec<Lease>,
 }
 
 impl Leases {
-    /// Opens the store at `path` (creating it) and waits for the exclusive lock.
+    /// Waits for the exclusive lock on the store at `path`, then reads it.
     pub fn lock(path: &Path) -> Result<Leases> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         }
-        let file = OpenOptions::new()
-            .read(true)
+        let lock_path = path.with_extension("lock");
+        let lock_file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path)
-            .with_context(|| format!("open the address store {}", path.display()))?;
-        let mut file = Flock::lock(file, FlockArg::LockExclusive)
+            .open(&lock_path)
+            .with_context(|| format!("open {}", lock_path.display()))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusive)
             .map_err(|(_, errno)| errno)
-            .with_context(|| format!("lock the address store {}", path.display()))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).with_context(|| format!("read {}", path.display()))?;
+            .with_context(|| format!("lock {}", lock_path.display()))?;
+        let text = match fs::read_to_string(path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+            read => read.with_context(|| format!("read {}", path.display()))?,
+        };
         let leases = parse_leases(&text).with_context(|| format!("read {}", path.display()))?;
-        Ok(Leases { file, leases })
+        Ok(Leases { path: path.to_path_buf(), _lock: lock, leases })
     }
 
     pub fn leases(&self) -> &[Lease] {
@@ -82,7 +91,7 @@ impl Leases {
     }
 
     /// Forgets the leases of containers that have gone without releasing them (their
-    /// runtime was killed) and returns them, so their firewall rules can go too.
+    /// runtime was killed) and returns them, so what else they left can go too.
     pub fn take_stale(&mut self) -> Vec<Lease> {
         let (gone, alive) = self.leases.drain(..).partition(|lease| !lease.in_use());
         self.leases = alive;
@@ -107,7 +116,8 @@ impl Leases {
     }
 
     // ANCHOR: allocate
-    /// Gives container `id` the lowest free address of `subnet`, and records it.
+    /// Gives container `id`, whose first process is `pid`, the lowest free address of
+    /// `subnet`, and records it.
     pub fn allocate(
         &mut self,
         subnet: &Subnet,
@@ -119,8 +129,9 @@ impl Leases {
             bail!("every address of {subnet} is in use; stop a container or use a larger --subnet");
         };
         let netns = network_namespace_of(pid).context("the container has gone")?;
-        let lease = Lease { address, id: id.to_string(), pid, netns, ports: ports.to_vec() };
-        self.leases.push(lease);
+        let runtime = Pid::this();
+        let id = id.to_string();
+        self.leases.push(Lease { address, id, runtime, pid, netns, ports: ports.to_vec() });
         self.save()?;
         Ok(address)
     }
@@ -143,20 +154,20 @@ impl Leases {
         Ok(())
     }
 
-    /// Writes the leases back, replacing the file's contents.
+    /// Writes the leases back: to a new file, renamed over the old one, so a runtime
+    /// killed half-way through leaves the old store whole (rename(2) is atomic).
     pub fn save(&mut self) -> Result<()> {
-        let mut text = String::from("# address container pid netns published\n");
-        for lease in &self.leases {
-            let Lease { address, id, pid, netns, .. } = lease;
-            text.push_str(&format!("{address} {id} {pid} {netns}"));
-            for port in &lease.ports {
+        let mut text = String::from("# address container runtime pid netns published\n");
+        for Lease { address, id, runtime, pid, netns, ports } in &self.leases {
+            text.push_str(&format!("{address} {id} {runtime} {pid} {netns}"));
+            for port in ports {
                 text.push_str(&format!(" {port}"));
             }
             text.push('\n');
         }
-        self.file.rewind().context("rewind the address store")?;
-        self.file.set_len(0).context("truncate the address store")?;
-        self.file.write_all(text.as_bytes()).context("write the address store")
+        let new = self.path.with_extension("new");
+        fs::write(&new, text).with_context(|| format!("write {}", new.display()))?;
+        fs::rename(&new, &self.path).with_context(|| format!("replace {}", self.path.display()))
     }
 }
 
@@ -166,14 +177,16 @@ fn parse_leases(text: &str) -> Result<Vec<Lease>> {
 }
 
 fn parse_lease(line: &str) -> Result<Lease> {
-    let bad = || anyhow::anyhow!("`{line}` is not `ADDRESS ID PID NETNS [PORT…]`");
+    let bad = || anyhow::anyhow!("`{line}` is not `ADDRESS ID RUNTIME PID NETNS [PORT…]`");
     let mut fields = line.split_whitespace();
-    let address = fields.next().and_then(|field| field.parse().ok()).ok_or_else(bad)?;
-    let id = fields.next().ok_or_else(bad)?.to_string();
-    let pid = fields.next().and_then(|field| field.parse().ok()).ok_or_else(bad)?;
-    let netns = fields.next().ok_or_else(bad)?.to_string();
+    let mut field = || fields.next().ok_or_else(bad);
+    let address = field()?.parse().map_err(|_| bad())?;
+    let id = field()?.to_string();
+    let runtime = Pid::from_raw(field()?.parse().map_err(|_| bad())?);
+    let pid = Pid::from_raw(field()?.parse().map_err(|_| bad())?);
+    let netns = field()?.to_string();
     let ports = fields.map(|field| field.parse().map_err(|_| bad())).collect::<Result<_>>()?;
-    Ok(Lease { address, id, pid: Pid::from_raw(pid), netns, ports })
+    Ok(Lease { address, id, runtime, pid, netns, ports })
 }
 
 #[cfg(test)]
@@ -223,8 +236,10 @@ mod tests {
         let mut leases = Leases::lock(&path).unwrap();
         leases.allocate(&Subnet::default(), "gone", Pid::this(), &[]).unwrap();
         leases.allocate(&Subnet::default(), "here", Pid::this(), &[]).unwrap();
-        // As if the first container's pid now belonged to a process in another namespace.
+        // As if the first container's pid now belonged to a process in another namespace,
+        // and its runtime had gone.
         leases.leases[0].netns = "net:[1]".to_string();
+        leases.leases[0].runtime = Pid::from_raw(i32::MAX);
         let stale = leases.take_stale();
         assert_eq!(stale.iter().map(|lease| lease.id.as_str()).collect::<Vec<_>>(), ["gone"]);
         assert_eq!(leases.leases().len(), 1);

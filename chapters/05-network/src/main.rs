@@ -27,7 +27,7 @@ use ch05_network::cli::RunArgs;
 use ch05_network::firewall::Firewall;
 use ch05_network::leases::{Leases, LEASES_FILE};
 use ch05_network::netlink::Netlink;
-use ch05_network::network::Network;
+use ch05_network::network::{reclaim_stale, Network};
 use clap::{Parser, Subcommand};
 use nix::sched::CloneFlags;
 
@@ -145,17 +145,16 @@ fn set_up_container(container: &Container) -> Result<()> {
 fn remove_network() -> Result<()> {
     require_root("ch05")?;
     let mut leases = Leases::lock(Path::new(LEASES_FILE))?;
-    leases.take_stale();
+    reclaim_stale(&mut leases)?;
     if let Some(lease) = leases.leases().first() {
         bail!("container {} still uses {BRIDGE} ({}); stop it first", lease.id, lease.address);
     }
-    for firewall in [Firewall::Nftables, Firewall::Iptables] {
+    for firewall in Firewall::ALL {
         if firewall.is_installed() {
             firewall.remove_all()?;
         }
     }
     remove_bridge(&mut Netlink::open()?)?;
-    leases.save()?;
     eprintln!("ch05: removed {BRIDGE} and crabbox's NAT rules");
     Ok(())
 }

@@ -55,10 +55,12 @@ impl Netlink {
         }
     }
 
-    /// Creates a bridge: `ip link add NAME type bridge`. Fails with EEXIST if it exists.
-    pub fn create_bridge(&mut self, name: &str) -> io::Result<()> {
+    /// Creates a bridge with the MAC address `mac`: `ip link add NAME address MAC type
+    /// bridge`. Fails with EEXIST if it exists.
+    pub fn create_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<()> {
         let mut message = LinkMessage::default();
         message.attributes.push(LinkAttribute::IfName(name.to_string()));
+        message.attributes.push(LinkAttribute::Address(mac.to_vec()));
         message.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
         self.request(RouteNetlinkMessage::NewLink(message), NLM_F_CREATE | NLM_F_EXCL)?;
         Ok(())
@@ -127,7 +129,7 @@ impl Netlink {
         message.header.prefix_len = prefix;
         message.header.index = index;
         // For IPv4, IFA_LOCAL is the interface's own address; IFA_ADDRESS is the same
-        // except on point-to-point links. See rtnetlink(7).
+        // except on point-to-point links, where it is the peer's (linux/if_addr.h).
         message.attributes.push(AddressAttribute::Local(address.into()));
         message.attributes.push(AddressAttribute::Address(address.into()));
         self.request(RouteNetlinkMessage::NewAddress(message), NLM_F_CREATE | NLM_F_EXCL)?;

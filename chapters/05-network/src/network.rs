@@ -1,7 +1,7 @@
 //! The container's network, from `--net` to the last rule removed: the chapter's building
 //! blocks in the order they are used.
 
-use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -19,17 +19,25 @@ use crate::firewall::Firewall;
 use crate::leases::{Leases, LEASES_FILE};
 use crate::netlink::Netlink;
 use crate::netns::{join_netns, open_netns};
-use crate::ports::{Protocol, PublishedPort};
+use crate::ports::{check_ports_distinct, check_ports_free_on_host, PublishedPort};
 use crate::subnet::Subnet;
 use crate::veth::{connect_container, disconnect_container, loopback_only};
 
 /// The network a container asked for, checked before anything is created.
 #[derive(Debug)]
 pub enum Network {
-    Bridge { subnet: Subnet, ports: Vec<PublishedPort>, firewall: Firewall },
+    Bridge(BridgeNetwork),
     None,
     Host,
     Join(OwnedFd),
+}
+
+/// What a container on the bridge asked for.
+#[derive(Debug)]
+pub struct BridgeNetwork {
+    pub subnet: Subnet,
+    pub ports: Vec<PublishedPort>,
+    pub firewall: Firewall,
 }
 
 impl Network {
@@ -38,11 +46,14 @@ impl Network {
             bail!("-p publishes ports through the bridge; it needs --net bridge");
         }
         Ok(match &args.net {
-            NetMode::Bridge => Network::Bridge {
-                subnet: args.subnet,
-                ports: args.publish.clone(),
-                firewall: Firewall::choose(args.firewall)?,
-            },
+            NetMode::Bridge => {
+                check_ports_distinct(&args.publish)?;
+                Network::Bridge(BridgeNetwork {
+                    subnet: args.subnet,
+                    ports: args.publish.clone(),
+                    firewall: Firewall::choose(args.firewall)?,
+                })
+            }
             NetMode::None => Network::None,
             NetMode::Host => Network::Host,
             NetMode::Join(path) => Network::Join(open_netns(path)?),
@@ -53,7 +64,7 @@ impl Network {
     /// exists.
     pub fn namespace(&self) -> CloneFlags {
         match self {
-            Network::Bridge { .. } | Network::None => CloneFlags::CLONE_NEWNET,
+            Network::Bridge(_) | Network::None => CloneFlags::CLONE_NEWNET,
             Network::Host | Network::Join(_) => CloneFlags::empty(),
         }
     }
@@ -62,7 +73,7 @@ impl Network {
     /// the bridge.
     pub fn volumes(&self, id: &str) -> Vec<Volume> {
         match self {
-            Network::Bridge { .. } => container_file_volumes(id),
+            Network::Bridge(_) => container_file_volumes(id),
             _ => Vec::new(),
         }
     }
@@ -79,13 +90,13 @@ impl Network {
     /// In the runtime, while the child waits at the gate: connects the child's network
     /// namespace. Whatever fails half-way is undone before the error is returned.
     pub fn attach(&self, id: &str, hostname: &str, child: Pid) -> Result<Attachment> {
-        let mut attachment = Attachment { id: id.to_string(), firewall: None, address: None };
+        let mut attachment = Attachment { id: id.to_string(), on_bridge: false, address: None };
         let netns = || open_netns(Path::new(&format!("/proc/{child}/ns/net")));
         let attached = match self {
-            Network::Bridge { subnet, ports, firewall } => {
-                attachment.firewall = Some(*firewall);
+            Network::Bridge(bridge) => {
+                attachment.on_bridge = true;
                 let netns = netns()?;
-                attach_to_bridge(id, hostname, child, &netns, subnet, ports, *firewall)
+                attach_to_bridge(bridge, id, hostname, child, &netns)
                     .map(|address| attachment.address = Some(address))
             }
             Network::None => loopback_only(&netns()?),
@@ -104,28 +115,26 @@ impl Network {
 
 // ANCHOR: attach_to_bridge
 fn attach_to_bridge(
+    bridge: &BridgeNetwork,
     id: &str,
     hostname: &str,
     child: Pid,
     netns: &OwnedFd,
-    subnet: &Subnet,
-    ports: &[PublishedPort],
-    firewall: Firewall,
 ) -> Result<Ipv4Addr> {
+    let BridgeNetwork { subnet, ports, firewall } = bridge;
     let mut netlink = Netlink::open().context("open a netlink socket")?;
     let (address, bridge) = {
-        // One container at a time from here to the lease: the address, the ports, and the
-        // shared bridge and rules are read and changed under the store's lock.
+        // One container at a time from here to the lease: the address, the host ports, the
+        // bridge and the shared rules are read and changed under the store's lock.
         let mut leases = Leases::lock(Path::new(LEASES_FILE))?;
-        for stale in leases.take_stale() {
-            forget(&stale.id, firewall)?;
-        }
+        reclaim_stale(&mut leases)?;
         leases.check_ports(ports)?;
         check_ports_free_on_host(ports)?;
         let bridge = ensure_bridge(&mut netlink, subnet)?;
         firewall.set_up_nat(subnet)?;
         (leases.allocate(subnet, id, child, ports)?, bridge)
     };
+    // The address and ports are the container's now: the rest needs no lock.
     connect_container(&mut netlink, id, netns, bridge, address, subnet)?;
     firewall.publish(id, address, ports)?;
     write_container_files(id, hostname, address)?;
@@ -133,51 +142,49 @@ fn attach_to_bridge(
 }
 // ANCHOR_END: attach_to_bridge
 
-/// A DNAT rule would quietly take a port from a host program that listens on it; binding
-/// the port for a moment tells whether one does.
-fn check_ports_free_on_host(ports: &[PublishedPort]) -> Result<()> {
-    for port in ports {
-        let bound = match port.protocol {
-            Protocol::Tcp => TcpListener::bind(("0.0.0.0", port.host)).map(drop),
-            Protocol::Udp => UdpSocket::bind(("0.0.0.0", port.host)).map(drop),
-        };
-        if let Err(err) = bound {
-            bail!(
-                "port {}/{} cannot be published: {err}; a program on the host uses it, \
-                 choose another host port",
-                port.host,
-                port.protocol.name()
-            );
-        }
+/// Drops the leases of containers whose runtime was killed before it could clean up, and
+/// removes what else they left: rules, veth, files.
+pub fn reclaim_stale(leases: &mut Leases) -> Result<()> {
+    for stale in leases.take_stale() {
+        forget(&stale.id)?;
     }
-    Ok(())
+    leases.save()
 }
 
-/// Removes what a container left behind when its runtime could not: its rules, its veth
-/// (if its namespace is still alive) and its files. Its lease is the caller's to drop.
-fn forget(id: &str, firewall: Firewall) -> Result<()> {
-    firewall.unpublish(id)?;
-    disconnect_container(&mut Netlink::open()?, id)?;
-    remove_container_files(id)
+/// Removes a container's rules (from every firewall tool there is: the one it used may not
+/// be the one asked for now), its veth, if its namespace is still alive, and its files.
+/// Runs every step, and returns the first error.
+fn forget(id: &str) -> Result<()> {
+    let installed = Firewall::ALL.into_iter().filter(|firewall| firewall.is_installed());
+    let mut results: Vec<Result<()>> = installed.map(|firewall| firewall.unpublish(id)).collect();
+    results.push(
+        Netlink::open().map_err(Into::into).and_then(|mut n| disconnect_container(&mut n, id)),
+    );
+    results.push(remove_container_files(id));
+    results.into_iter().collect()
 }
 
 /// What a container has on the host's side of the network: undone by [`Attachment::detach`].
 #[derive(Debug)]
 pub struct Attachment {
     id: String,
-    firewall: Option<Firewall>,
+    on_bridge: bool,
     pub address: Option<Ipv4Addr>,
 }
 
 impl Attachment {
     // ANCHOR: detach
-    /// Removes the container's rules, veth, files and lease. Each step finds by the
-    /// container's id what is there, so detaching what was only half attached, or twice,
-    /// is fine.
+    /// Removes the container's rules, veth, files and, last, its lease. Each step finds by
+    /// the container's id what is there, so detaching what was only half attached, or
+    /// twice, is fine.
     pub fn detach(&mut self) -> Result<()> {
-        let Some(firewall) = self.firewall.take() else { return Ok(()) };
-        forget(&self.id, firewall)?;
-        Leases::lock(Path::new(LEASES_FILE))?.release(&self.id)
+        if !self.on_bridge {
+            return Ok(());
+        }
+        forget(&self.id)?;
+        Leases::lock(Path::new(LEASES_FILE))?.release(&self.id)?;
+        self.on_bridge = false;
+        Ok(())
     }
     // ANCHOR_END: detach
 }

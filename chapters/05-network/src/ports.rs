@@ -2,7 +2,10 @@
 //! the host's port, on every address of the host.
 
 use std::fmt;
+use std::net::{TcpListener, UdpSocket};
 use std::str::FromStr;
+
+use anyhow::{bail, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -60,6 +63,40 @@ impl fmt::Display for PublishedPort {
     }
 }
 
+/// Fails when one host port is asked for twice: only one rule could win.
+pub fn check_ports_distinct(ports: &[PublishedPort]) -> Result<()> {
+    for (i, port) in ports.iter().enumerate() {
+        if ports[..i].iter().any(|earlier| earlier.clashes_with(port)) {
+            bail!(
+                "host port {}/{} is published twice; give each -p its own",
+                port.host,
+                port.protocol.name()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A DNAT rule would quietly take a port from a host program that listens on it; binding
+/// the port for a moment tells whether one does.
+pub fn check_ports_free_on_host(ports: &[PublishedPort]) -> Result<()> {
+    for port in ports {
+        let bound = match port.protocol {
+            Protocol::Tcp => TcpListener::bind(("0.0.0.0", port.host)).map(drop),
+            Protocol::Udp => UdpSocket::bind(("0.0.0.0", port.host)).map(drop),
+        };
+        if let Err(err) = bound {
+            bail!(
+                "port {}/{} cannot be published: {err}; a program on the host uses it, \
+                 choose another host port",
+                port.host,
+                port.protocol.name()
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +110,8 @@ mod tests {
         assert_eq!(udp.protocol, Protocol::Udp);
         assert_eq!(udp.to_string().parse(), Ok(udp));
         assert!(!udp.clashes_with(&tcp));
+        let twice = check_ports_distinct(&[tcp, udp, "8080:81".parse().unwrap()]).unwrap_err();
+        assert!(twice.to_string().contains("8080/tcp is published twice"), "{twice}");
     }
 
     #[test]

@@ -29,10 +29,6 @@ impl Subnet {
         (first..broadcast).map(Ipv4Addr::from)
     }
 
-    pub fn contains(&self, address: Ipv4Addr) -> bool {
-        u32::from(address) & self.mask() == u32::from(self.network)
-    }
-
     fn mask(&self) -> u32 {
         u32::MAX << (32 - self.prefix)
     }
@@ -83,8 +79,6 @@ mod tests {
         let addresses: Vec<Ipv4Addr> = subnet.container_addresses().collect();
         assert_eq!(addresses.first(), Some(&Ipv4Addr::new(192, 168, 7, 2)));
         assert_eq!(addresses.last(), Some(&Ipv4Addr::new(192, 168, 7, 6)));
-        assert!(subnet.contains(Ipv4Addr::new(192, 168, 7, 5)));
-        assert!(!subnet.contains(Ipv4Addr::new(192, 168, 8, 5)));
     }
 
     #[test]

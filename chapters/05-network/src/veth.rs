@@ -11,10 +11,10 @@ use crate::netlink::Netlink;
 use crate::netns::in_netns;
 use crate::subnet::Subnet;
 
-/// The host end's name: `cbx` and the container id, 15 characters, the most a link name
-/// may have (IFNAMSIZ is 16 with the terminating zero).
+/// The host end's name: `cbx` and the 12-character container id, 15 characters, the most a
+/// link name may have (IFNAMSIZ is 16 with the terminating zero).
 pub fn veth_name(id: &str) -> String {
-    format!("cbx{}", &id[..id.len().min(12)])
+    format!("cbx{id}")
 }
 
 // ANCHOR: connect_container
@@ -58,7 +58,8 @@ fn configure_inside(address: Ipv4Addr, subnet: &Subnet) -> Result<()> {
 }
 // ANCHOR_END: configure_inside
 
-/// A new network namespace has a loopback interface, but down. See network_namespaces(7).
+/// A new network namespace has a loopback interface, but it is down (`ip link` in one shows
+/// `lo` without UP).
 pub fn bring_up_loopback(netlink: &mut Netlink) -> Result<()> {
     let lo = netlink.link_index("lo")?.context("find lo")?;
     netlink.set_up(lo).context("bring lo up")

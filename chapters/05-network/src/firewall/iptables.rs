@@ -39,6 +39,8 @@ pub fn set_up_nat(subnet: &Subnet) -> Result<()> {
             iptables(table, &[&["-A", chain], *rule].concat())?;
         }
     }
+    // Unlike nft's one transaction, flushing and refilling takes several calls: for a
+    // moment, running containers' outgoing connections are not masqueraded.
     let subnet = subnet.to_string();
     nat(&["-F", POSTROUTING])?;
     nat(&["-A", POSTROUTING, "-s", &subnet, "!", "-o", BRIDGE, "-j", "MASQUERADE"])?;

@@ -31,6 +31,8 @@ pub enum Firewall {
 }
 
 impl Firewall {
+    pub const ALL: [Firewall; 2] = [Firewall::Nftables, Firewall::Iptables];
+
     /// Picks the tool, checking it is installed, before anything is created.
     pub fn choose(tool: FirewallTool) -> Result<Firewall> {
         let nft = is_installed("nft");

@@ -21,8 +21,9 @@ use crate::subnet::Subnet;
 
 // ANCHOR: set_up_nat
 pub fn set_up_nat(subnet: &Subnet) -> Result<()> {
-    // One script is one transaction: the chains are flushed and refilled atomically, so a
-    // container starting at the same time never sees them half-made. Priority -100 is what
+    // One script is one transaction: the chains are flushed and refilled atomically, so the
+    // containers already running never lose their NAT for a moment. (Starts do not race
+    // here: they hold the address store's lock.) Priority -100 is what
     // nft(8) calls `dstnat` and 100 `srcnat`; the names are not accepted on every hook by
     // every nft version, the numbers are. The guard runs at -300 (`raw`), before connection
     // tracking undoes NAT for replies, so it sees only what a container itself addressed:
