@@ -35,7 +35,7 @@ pub fn test() -> Result<()> {
             tally.add(&report(chapter, &run_checks(chapter, &[], place)?, place)?);
         }
     }
-    println!("\n== the host is left as it was: the bridge network goes");
+    println!("\n== the bridge network goes");
     network::network_rm()?;
     println!("\n== the book");
     book::build()?;
