@@ -11,7 +11,8 @@
 //! and exit status back out. The guest has no network device: nothing it does leaves it.
 //!
 //! The kernel and the initramfs are prepared once (the kernel package is downloaded with apt,
-//! not installed) and cached in .crabbox/vm/guest; delete that folder to prepare them again.
+//! not installed) and cached in .crabbox/vm/guest-N, N naming the module list (a new list
+//! prepares a new guest); delete .crabbox/vm to prepare them again.
 //! Without KVM, qemu emulates the CPU in software (TCG): a boot then takes about 4 s, and the
 //! guest computes about 10 times slower than the host, so build on the host, test in the guest.
 
@@ -230,8 +231,8 @@ impl Guest {
 
 /// The modules the guest loads at boot, with their dependencies: virtio and 9p for the shares,
 /// then what the chapters use (overlayfs, veth, bridge, NAT with nftables and with iptables).
-/// Built-in or missing ones are skipped. The list is baked into the cached initramfs: after
-/// changing it, delete .crabbox/vm.
+/// Built-in or missing ones are skipped. The list is baked into the cached initramfs, whose
+/// folder is named after it.
 const MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_rng",
@@ -254,7 +255,19 @@ const MODULES: &[&str] = &[
     "xt_MASQUERADE",
     "xt_conntrack",
     "xt_addrtype",
+    "xt_comment",
+    "xt_nat",
+    "xt_tcpudp",
+    "iptable_raw",
+    "nft_fib_ipv4",
 ];
+
+/// A short name for the module list: a guest prepared with another list is another guest.
+fn modules_key() -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(MODULES, &mut hasher);
+    format!("{:08x}", std::hash::Hasher::finish(&hasher) as u32)
+}
 
 /// Returns the cached guest, preparing it first when it is missing. It is built in a staging
 /// folder and renamed into place, so a crash never leaves half a guest and a parallel xtask
@@ -262,7 +275,7 @@ const MODULES: &[&str] = &[
 fn prepared_guest() -> Result<Guest> {
     static PREPARING: Mutex<()> = Mutex::new(());
     let _one_preparer = PREPARING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let dir = project_root().join(".crabbox/vm/guest");
+    let dir = project_root().join(format!(".crabbox/vm/guest-{}", modules_key()));
     if !dir.is_dir() {
         eprintln!("preparing the test guest in {} (once)", dir.display());
         let staging = dir.with_file_name(format!("guest.staging-{}", process::id()));
