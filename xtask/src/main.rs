@@ -1,5 +1,6 @@
 //! `cargo xtask`: the workshop's tasks. Each task lives in its own module.
 
+mod bench;
 mod book;
 mod cargo;
 mod chapters;
@@ -53,6 +54,15 @@ enum Task {
         #[arg(long)]
         serve: bool,
     },
+    /// Time container start to exit and the runtime's memory, side by side with runc and crun
+    Bench {
+        /// Measured runs per runtime
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Measure only (the preparation is done; used when re-run under sudo)
+        #[arg(long, hide = true)]
+        measure: bool,
+    },
     /// Remove chapter 5's bridge crabbox0 and NAT rules, once no container uses them
     NetworkRm,
     /// Run a command in a throwaway qemu guest with a pure cgroup v2 (or v1) layout
@@ -87,6 +97,7 @@ fn run(task: Task) -> Result<()> {
             exercises::solution(chapters::find(&chapters::all()?, chapter)?)
         }
         Task::Book { serve } => book::book(serve),
+        Task::Bench { runs, measure } => bench::bench(runs, measure),
         Task::NetworkRm => network::network_rm(),
         Task::VmTest(args) => vm::vm_test(&args),
     }

@@ -75,13 +75,12 @@ pub fn publish(id: &str, address: Ipv4Addr, ports: &[PublishedPort]) -> Result<(
 }
 
 pub fn unpublish(id: &str) -> Result<()> {
-    if !chain_exists("nat", PUBLISHED) {
-        return Ok(());
-    }
+    // No chain, no rules.
+    let Ok(rules) = nat(&["-S", PUBLISHED]) else { return Ok(()) };
     let comment = rule_comment(id);
     // `-S` prints each rule as the `-A …` that adds it, quoting the comment; the same words
     // unquoted after `-D` delete it.
-    for rule in nat(&["-S", PUBLISHED])?.lines() {
+    for rule in rules.lines() {
         let words: Vec<&str> = rule.split_whitespace().map(|word| word.trim_matches('"')).collect();
         if words.first() == Some(&"-A") && words.contains(&comment.as_str()) {
             nat(&[&["-D"], &words[1..]].concat())?;

@@ -6,8 +6,10 @@
 pub mod iptables;
 pub mod nftables;
 
+use std::env;
 use std::io::Write;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
@@ -97,8 +99,12 @@ pub fn rule_comment(id: &str) -> String {
     format!("crabbox:{id}")
 }
 
+/// Whether `program` is on the PATH, or in the sbin directories where these tools live.
+/// (Looking is much cheaper than starting it: this runs at every start and exit.)
 fn is_installed(program: &str) -> bool {
-    Command::new(program).arg("--version").output().is_ok_and(|output| output.status.success())
+    let path = env::var_os("PATH").unwrap_or_default();
+    let sbin = ["/usr/sbin", "/sbin"].map(PathBuf::from);
+    env::split_paths(&path).chain(sbin).any(|dir| dir.join(program).is_file())
 }
 
 /// Runs a firewall tool, feeding it `input`, and returns what it printed. Its error message

@@ -97,11 +97,11 @@ pub fn remove_all() -> Result<()> {
 
 /// The `published` chain as JSON (`nft -j`), or None when crabbox's table does not exist.
 fn list_published() -> Result<Option<String>> {
-    let tables = run_tool("nft", &["list", "tables", "ip"], None)?;
-    if !tables.lines().any(|line| line.trim() == "table ip crabbox") {
-        return Ok(None);
+    match run_tool("nft", &["-j", "list", "chain", "ip", "crabbox", "published"], None) {
+        // nft says ENOENT's "No such file or directory" for a table or chain that is not there.
+        Err(err) if err.to_string().contains("No such file or directory") => Ok(None),
+        listing => listing.map(Some),
     }
-    run_tool("nft", &["-j", "list", "chain", "ip", "crabbox", "published"], None).map(Some)
 }
 
 /// The handles of the rules in an `nft -j` listing whose comment is `comment`.

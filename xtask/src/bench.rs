@@ -1,0 +1,177 @@
+//! `cargo xtask bench`: how long a container takes from start to exit, and how much memory
+//! the runtime itself uses, for the latest chapter's binary side by side with runc and crun
+//! running the same rootfs and command.
+//!
+//! Each configuration runs `true` a number of times after a few warm-up runs; the table
+//! shows the median and the 90th percentile of the wall time, and the largest peak resident
+//! set size (wait4(2)'s ru_maxrss) of the runtime and the processes it waited for.
+//!
+//! ru_maxrss has a floor: a process keeps, across execve(2), the peak of the memory it had
+//! before, which for a child is its parent's. So each run is started by a fresh, small
+//! program, xtask's `bench-spawn`, and the table shows that floor too, measured with `true`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use xtask::host_tools::ensure_tool;
+use xtask::project_root;
+use xtask::rootfs::{ensure_default_rootfs, is_root};
+
+use crate::cargo::{as_root, cargo, run};
+use crate::chapters;
+
+const WARM_UP_RUNS: usize = 3;
+
+pub fn bench(runs: usize, measure: bool) -> Result<()> {
+    ensure!(runs > 0, "--runs must be at least 1");
+    let all = chapters::all()?;
+    let latest = all.last().context("no chapters yet")?;
+    // Optimized, as runc and crun are.
+    let binary = project_root().join(format!("target/release/ch{:02}", latest.number));
+    if !measure {
+        // Prepare as the user (cargo never runs as root), then measure as root.
+        ensure_tool("runc", "runc")?;
+        ensure_tool("crun", "crun")?;
+        ensure_default_rootfs()?;
+        run(cargo().args(["build", "--quiet", "--release", "-p", &latest.package, "--bins"]))?;
+        run(cargo().args(["build", "--quiet", "-p", "xtask", "--bin", "bench-spawn"]))?;
+        if !is_root() {
+            let xtask = std::env::current_exe().context("find the xtask binary")?;
+            return run(as_root(&xtask).args(["bench", "--measure", "--runs", &runs.to_string()]));
+        }
+    }
+    let bundle = Bundle::new(&ensure_default_rootfs()?)?;
+    println!("{runs} runs of `true` each, after {WARM_UP_RUNS} warm-up runs\n");
+    println!("{:<40} {:>10} {:>10} {:>12}", "runtime", "median", "p90", "peak RSS");
+    for (label, command) in configurations(&binary, &bundle) {
+        match measure_runs(&command, runs) {
+            Ok(measured) => println!(
+                "{label:<40} {:>10} {:>10} {:>12}",
+                show_ms(measured.median()),
+                show_ms(measured.p90()),
+                format!("{:.1} MiB", measured.max_rss_kib as f64 / 1024.0)
+            ),
+            Err(err) => println!("{label:<40} failed: {}", first_line(&err)),
+        }
+    }
+    println!(
+        "\nrunc's and crun's default spec (`runc spec`) gives the container a network \
+         namespace with only lo: compare them with --net none."
+    );
+    Ok(())
+}
+
+fn first_line(err: &anyhow::Error) -> String {
+    format!("{err:#}").lines().next().unwrap_or_default().to_string()
+}
+
+/// What is compared: the chapter binary with and without its bridge network, runc and crun.
+fn configurations(binary: &Path, bundle: &Bundle) -> Vec<(String, Vec<String>)> {
+    let name = binary.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let chapter = |options: &[&str]| {
+        let mut command = vec![binary.display().to_string(), "run".into()];
+        command.extend(options.iter().map(|option| option.to_string()));
+        command.extend([bundle.rootfs().display().to_string(), "--".into(), "true".into()]);
+        command
+    };
+    let oci = |runtime: &str| {
+        let state = bundle.dir.join(format!("state-{runtime}")).display().to_string();
+        let bundle_dir = bundle.dir.display().to_string();
+        let id = format!("crabbox-bench-{}", std::process::id());
+        [runtime, "--root", &state, "run", "--bundle", &bundle_dir, &id].map(String::from).to_vec()
+    };
+    vec![
+        ("(the floor: `true` alone)".into(), vec!["true".into()]),
+        (format!("{name} run --net none"), chapter(&["--net", "none"])),
+        (format!("{name} run (bridge network)"), chapter(&[])),
+        ("runc run".into(), oci("runc")),
+        ("crun run".into(), oci("crun")),
+    ]
+}
+
+struct Measured {
+    times: Vec<Duration>,
+    max_rss_kib: i64,
+}
+
+impl Measured {
+    fn median(&self) -> Duration {
+        self.times[self.times.len() / 2]
+    }
+
+    fn p90(&self) -> Duration {
+        self.times[(self.times.len() * 9 / 10).min(self.times.len() - 1)]
+    }
+}
+
+fn measure_runs(command: &[String], runs: usize) -> Result<Measured> {
+    for _ in 0..WARM_UP_RUNS {
+        run_once(command)?;
+    }
+    let mut measured = Measured { times: Vec::new(), max_rss_kib: 0 };
+    for _ in 0..runs {
+        let (time, rss) = run_once(command)?;
+        measured.times.push(time);
+        measured.max_rss_kib = measured.max_rss_kib.max(rss);
+    }
+    measured.times.sort();
+    Ok(measured)
+}
+
+/// Runs `command` once, through `bench-spawn`: its wall time, and its peak RSS in KiB.
+fn run_once(command: &[String]) -> Result<(Duration, i64)> {
+    let output = Command::new(project_root().join("target/debug/bench-spawn"))
+        .args(command)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("start {}", command[0]))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let why = String::from_utf8_lossy(&output.stderr);
+        bail!("`{}` failed: {}", command.join(" "), why.trim());
+    }
+    let numbers: Vec<i64> = text.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let [micros, rss] = numbers[..] else { bail!("bench-spawn printed `{text}`") };
+    Ok((Duration::from_micros(micros as u64), rss))
+}
+
+fn show_ms(time: Duration) -> String {
+    format!("{:.1} ms", time.as_secs_f64() * 1000.0)
+}
+
+/// An OCI bundle in a temporary folder: a copy of the rootfs, and the config.json that
+/// `runc spec` writes, running `true`. Removed when dropped.
+struct Bundle {
+    dir: PathBuf,
+}
+
+impl Bundle {
+    fn new(rootfs: &Path) -> Result<Bundle> {
+        let dir = std::env::temp_dir().join(format!("crabbox-bench-{}", std::process::id()));
+        let bundle = Bundle { dir };
+        fs::create_dir_all(&bundle.dir)?;
+        let copied = Command::new("cp").arg("-a").arg(rootfs).arg(bundle.rootfs()).status()?;
+        ensure!(copied.success(), "copy the rootfs to {}", bundle.rootfs().display());
+        run(Command::new("runc").arg("spec").current_dir(&bundle.dir))?;
+        let path = bundle.dir.join("config.json");
+        let mut config: Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
+        config["process"]["args"] = serde_json::json!(["true"]);
+        config["process"]["terminal"] = Value::Bool(false);
+        fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+        Ok(bundle)
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
