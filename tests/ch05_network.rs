@@ -190,6 +190,72 @@ fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
     assert_nothing_left(&id);
 }
 
+/// A network namespace of the checks' own that stands in for a machine outside the host:
+/// a veth from the host (10.99.0.1/30) to it (10.99.0.2/30). Removed on drop.
+struct Outside {
+    name: String,
+}
+
+impl Outside {
+    const HOST_ADDRESS: &str = "10.99.0.1";
+
+    fn new() -> Outside {
+        let pid = std::process::id();
+        let outside = Outside { name: format!("crabbox-outside-{pid}") };
+        let (name, host_end, peer) =
+            (&outside.name, format!("cbxout{pid}"), format!("cbxoutp{pid}"));
+        ip(&["netns", "add", name]);
+        ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &peer, "netns", name]);
+        ip(&["addr", "add", "10.99.0.1/30", "dev", &host_end]);
+        ip(&["link", "set", &host_end, "up"]);
+        ip(&["-n", name, "addr", "add", "10.99.0.2/30", "dev", &peer]);
+        ip(&["-n", name, "link", "set", &peer, "up"]);
+        outside
+    }
+
+    /// Fetches `/` from `address`, from inside: on a thread of the checks that joins the
+    /// namespace (setns(2) moves only the calling thread).
+    fn fetch(&self, address: SocketAddr) -> Option<String> {
+        let netns = fs::File::open(format!("/run/netns/{}", self.name)).ok()?;
+        std::thread::scope(|scope| {
+            let client = scope.spawn(|| {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+                http_get(address)
+            });
+            client.join().ok().flatten()
+        })
+    }
+}
+
+impl Drop for Outside {
+    /// The namespace goes, and with it the veth pair.
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("run ip");
+    assert!(status.success(), "ip {}", args.join(" "));
+}
+
+#[test]
+fn a_published_port_answers_a_client_outside_the_host() {
+    let outside = Outside::new();
+    let www = common::temp_dir();
+    fs::write(www.path().join("index.html"), "hello, outside\n").unwrap();
+    let volume = format!("{}:/tmp", www.path().display());
+    let options = ["--init", "-p", "18084:80", "-v", &volume];
+    let server = announcing(&options, "exec httpd -f -p 80 -h /tmp");
+    let (id, _) = announcement(&server);
+    let address = SocketAddr::new(Outside::HOST_ADDRESS.parse().unwrap(), 18084);
+    common::poll_until("the page to reach the outside", Duration::from_secs(10), || {
+        outside.fetch(address).is_some_and(|page| page.contains("hello, outside"))
+    });
+    stop(server);
+    assert_nothing_left(&id);
+}
+
 #[test]
 fn a_port_a_host_program_listens_on_is_refused() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -67,12 +67,14 @@ impl Netlink {
     }
 
     // ANCHOR: create_veth
-    /// Creates a veth pair: `name` here, and its peer `peer_name` directly in the network
-    /// namespace `peer_netns`. That is `ip link add NAME type veth peer name PEER netns NS`.
+    /// Creates a veth pair: `name` here, and its peer `peer_name` with the MAC address
+    /// `peer_mac` directly in the network namespace `peer_netns`. That is
+    /// `ip link add NAME type veth peer name PEER address MAC netns NS`.
     pub fn create_veth(
         &mut self,
         name: &str,
         peer_name: &str,
+        peer_mac: [u8; 6],
         peer_netns: BorrowedFd,
     ) -> io::Result<()> {
         // EXERCISE 5.1: ask the kernel (RTM_NEWLINK) for a veth pair whose peer is created in `peer_netns`
@@ -82,6 +84,7 @@ impl Netlink {
         // the host never sees an `eth0` of the container's.
         let mut peer = LinkMessage::default();
         peer.attributes.push(LinkAttribute::IfName(peer_name.to_string()));
+        peer.attributes.push(LinkAttribute::Address(peer_mac.to_vec()));
         peer.attributes.push(LinkAttribute::NetNsFd(peer_netns.as_raw_fd()));
         let mut message = LinkMessage::default();
         message.attributes.push(LinkAttribute::IfName(name.to_string()));

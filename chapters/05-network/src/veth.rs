@@ -17,6 +17,18 @@ pub fn veth_name(id: &str) -> String {
     format!("cbx{id}")
 }
 
+// ANCHOR: container_mac
+/// eth0's MAC address, made from its IPv4 address after a locally administered, unicast
+/// prefix (02:cb), as Docker does with 02:42. Addresses are handed out again as containers
+/// come and go, and the host's ARP cache keeps an address's MAC for tens of seconds (arp(7):
+/// base_reachable_time, 30 s by default); a new MAC for an old address would get no
+/// traffic until that entry expired. The same address now always comes with the same MAC.
+pub fn container_mac(address: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = address.octets();
+    [0x02, 0xcb, a, b, c, d]
+}
+// ANCHOR_END: container_mac
+
 // ANCHOR: connect_container
 /// Connects the network namespace `netns` to the bridge with a veth pair, and sets up the
 /// container's side: `lo`, `eth0` with `address`, and the default route via the gateway.
@@ -30,7 +42,7 @@ pub fn connect_container(
 ) -> Result<()> {
     let host_end = veth_name(id);
     netlink
-        .create_veth(&host_end, "eth0", netns.as_fd())
+        .create_veth(&host_end, "eth0", container_mac(address), netns.as_fd())
         .with_context(|| format!("create veth pair {host_end} and eth0"))?;
     let index = netlink.link_index(&host_end)?.context("find the new veth")?;
     netlink.set_controller(index, bridge).with_context(|| format!("plug {host_end} in"))?;
@@ -78,5 +90,17 @@ pub fn disconnect_container(netlink: &mut Netlink, id: &str) -> Result<()> {
         // Gone in between: the container's namespace went, and the pair with it.
         Err(err) if err.raw_os_error() == Some(Errno::ENODEV as i32) => Ok(()),
         deleted => deleted.with_context(|| format!("delete {host_end}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mac_carries_the_address() {
+        let mac = container_mac(Ipv4Addr::new(10, 88, 0, 7));
+        assert_eq!(mac, [0x02, 0xcb, 10, 88, 0, 7]);
+        assert_eq!(mac[0] & 0b11, 0b10, "locally administered, unicast");
     }
 }
