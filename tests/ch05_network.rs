@@ -128,16 +128,22 @@ fn interfaces(proc_net_dev: &str) -> BTreeSet<String> {
 
 #[test]
 fn a_container_on_the_bridge_has_its_own_address_route_and_hosts_file() {
-    let script = "ip -o -4 addr; ip route; cat /etc/hosts";
+    let script = "ip -o -4 addr; ip route; cat /etc/hosts /sys/class/net/eth0/address";
     let mut ch05 = ch05_run(&["--hostname", "box"], &common::rootfs(), &["sh", "-c", script]);
     let transcript = Transcript::run(&mut ch05);
     assert_eq!(transcript.status, 0, "{transcript}");
     let address = address_in(transcript.stdout.lines().find(|l| l.contains("eth0")).unwrap());
+    // eth0's MAC is 02:cb and the address, byte by byte.
+    let [a, b, c, d] = address.octets();
+    let mac = format!("02:cb:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
+    assert!(transcript.stdout.contains(&mac), "{transcript}");
     assert!(address.octets()[..2] == [10, 88] && address.to_string() != GATEWAY, "{transcript}");
     assert!(transcript.stdout.contains(&format!("default via {GATEWAY} dev eth0")), "{transcript}");
     assert!(transcript.stdout.contains(&format!("{address}\tbox")), "{transcript}");
     assert_nothing_left(&common::announced_id(&transcript.stderr));
-    let _s = settings_with_address(&address.to_string()).bind_to_scope();
+    let mut settings = settings_with_address(&address.to_string());
+    settings.add_filter(&mac, "02:cb:[ADDRESS IN HEX]");
+    let _s = settings.bind_to_scope();
     assert_snapshot!("bridge", transcript);
 }
 

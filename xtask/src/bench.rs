@@ -3,8 +3,9 @@
 //! running the same rootfs and command.
 //!
 //! Each configuration runs `true` a number of times after a few warm-up runs; the table
-//! shows the median and the 90th percentile of the wall time, and the largest peak resident
-//! set size (wait4(2)'s ru_maxrss) of the runtime and the processes it waited for.
+//! shows the median and the 90th percentile of the wall time, and the largest process: the
+//! highest peak resident set size (wait4(2)'s ru_maxrss) of the runtime or of any process it
+//! waited for. Processes are not added together.
 //!
 //! ru_maxrss has a floor: a process keeps, across execve(2), the peak of the memory it had
 //! before, which for a child is its parent's. So each run is started by a fresh, small
@@ -32,7 +33,9 @@ pub fn bench(runs: usize, measure: bool) -> Result<()> {
     let latest = all.last().context("no chapters yet")?;
     // Optimized, as runc and crun are.
     let binary = project_root().join(format!("target/release/ch{:02}", latest.number));
-    if !measure {
+    if measure {
+        ensure!(is_root(), "bench --measure runs containers and needs root");
+    } else {
         // Prepare as the user (cargo never runs as root), then measure as root.
         ensure_tool("runc", "runc")?;
         ensure_tool("crun", "crun")?;
@@ -46,7 +49,7 @@ pub fn bench(runs: usize, measure: bool) -> Result<()> {
     }
     let bundle = Bundle::new(&ensure_default_rootfs()?)?;
     println!("{runs} runs of `true` each, after {WARM_UP_RUNS} warm-up runs\n");
-    println!("{:<40} {:>10} {:>10} {:>12}", "runtime", "median", "p90", "peak RSS");
+    println!("{:<40} {:>10} {:>10} {:>12}", "runtime", "median", "p90", "largest RSS");
     for (label, command) in configurations(&binary, &bundle) {
         match measure_runs(&command, runs) {
             Ok(measured) => println!(
@@ -60,7 +63,8 @@ pub fn bench(runs: usize, measure: bool) -> Result<()> {
     }
     println!(
         "\nrunc's and crun's default spec (`runc spec`) gives the container a network \
-         namespace with only lo: compare them with --net none."
+         namespace with only lo: compare them with --net none. The bridge network stays for \
+         the next container; `cargo xtask network-rm` removes it."
     );
     Ok(())
 }
@@ -99,12 +103,14 @@ struct Measured {
 }
 
 impl Measured {
+    /// The middle time (the upper of the two middle ones for an even number of runs).
     fn median(&self) -> Duration {
         self.times[self.times.len() / 2]
     }
 
+    /// The smallest time that at least 90% of the runs took no longer than.
     fn p90(&self) -> Duration {
-        self.times[(self.times.len() * 9 / 10).min(self.times.len() - 1)]
+        self.times[(self.times.len() * 9).div_ceil(10) - 1]
     }
 }
 
@@ -151,9 +157,10 @@ struct Bundle {
 
 impl Bundle {
     fn new(rootfs: &Path) -> Result<Bundle> {
-        let dir = std::env::temp_dir().join(format!("crabbox-bench-{}", std::process::id()));
+        // A new folder only we can enter (mode 0700, a random name): runc and crun run what
+        // it holds as root, so it must not be one someone else prepared.
+        let dir = tempfile::Builder::new().prefix("crabbox-bench-").tempdir()?.keep();
         let bundle = Bundle { dir };
-        fs::create_dir_all(&bundle.dir)?;
         let copied = Command::new("cp").arg("-a").arg(rootfs).arg(bundle.rootfs()).status()?;
         ensure!(copied.success(), "copy the rootfs to {}", bundle.rootfs().display());
         run(Command::new("runc").arg("spec").current_dir(&bundle.dir))?;

@@ -35,8 +35,9 @@ struct Scratch {
 
 impl Scratch {
     fn new(rootfs: &Path) -> Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("crabbox-demo-{}", std::process::id()));
-        fs::create_dir_all(&dir)?;
+        // A new folder only we can enter (mode 0700, a random name): what runs as root here
+        // must not use a folder someone else prepared.
+        let dir = tempfile::Builder::new().prefix("crabbox-demo-").tempdir()?.keep();
         let copy = dir.join("rootfs");
         let copied = Command::new("cp").arg("-a").arg(rootfs).arg(&copy).status()?;
         ensure!(copied.success(), "copy the rootfs to {}", copy.display());

@@ -19,10 +19,11 @@ pub fn veth_name(id: &str) -> String {
 
 // ANCHOR: container_mac
 /// eth0's MAC address, made from its IPv4 address after a locally administered, unicast
-/// prefix (02:cb), as Docker does with 02:42. Addresses are handed out again as containers
-/// come and go, and the host's ARP cache keeps an address's MAC for tens of seconds (arp(7):
-/// base_reachable_time, 30 s by default); a new MAC for an old address would get no
-/// traffic until that entry expired. The same address now always comes with the same MAC.
+/// prefix (02:cb), as Docker long did with 02:42. Addresses are handed out again as
+/// containers come and go, and the host's ARP cache trusts an address's MAC for 15 to 45 s
+/// (arp(7): base_reachable_time) and probes the old MAC a few seconds more; a new MAC for an
+/// old address would get nothing from the host all that time. The same address now always
+/// comes with the same MAC.
 pub fn container_mac(address: Ipv4Addr) -> [u8; 6] {
     let [a, b, c, d] = address.octets();
     [0x02, 0xcb, a, b, c, d]

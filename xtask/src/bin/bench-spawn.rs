@@ -30,6 +30,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Drained while the command runs: a full pipe would stop it.
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let drain = std::thread::spawn(move || {
+        let mut why = String::new();
+        let _ = stderr.read_to_string(&mut why);
+        why
+    });
     let pid = child.id() as i32;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value of this plain C struct.
@@ -43,10 +50,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        let mut why = String::new();
-        if let Some(mut stderr) = child.stderr.take() {
-            let _ = stderr.read_to_string(&mut why);
-        }
+        let why = drain.join().unwrap_or_default();
         eprintln!("{program} failed (wait status {status}): {}", why.trim());
         return ExitCode::FAILURE;
     }
