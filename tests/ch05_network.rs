@@ -170,12 +170,8 @@ fn two_containers_on_the_bridge_reach_each_other() {
 
 #[test]
 fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
-    let www = common::temp_dir();
-    fs::write(www.path().join("index.html"), "hello from the container\n").unwrap();
-    let volume = format!("{}:/tmp", www.path().display());
-    let options = ["--init", "-p", "18080:80", "-v", &volume];
-    let server = announcing(&options, "exec httpd -f -p 80 -h /tmp");
-    let (id, address) = announcement(&server);
+    let server = Server::start("hello from the container", &["-p", "18080:80"]);
+    let (id, address) = (server.id.clone(), server.address);
     assert_serves(([127, 0, 0, 1], 18080).into(), "hello from the container");
     assert_serves((GATEWAY.parse::<Ipv4Addr>().unwrap(), 18080).into(), "hello from the container");
 
@@ -248,12 +244,8 @@ fn ip(args: &[&str]) {
 #[test]
 fn a_published_port_answers_a_client_outside_the_host() {
     let outside = Outside::new();
-    let www = common::temp_dir();
-    fs::write(www.path().join("index.html"), "hello, outside\n").unwrap();
-    let volume = format!("{}:/tmp", www.path().display());
-    let options = ["--init", "-p", "18084:80", "-v", &volume];
-    let server = announcing(&options, "exec httpd -f -p 80 -h /tmp");
-    let (id, _) = announcement(&server);
+    let server = Server::start("hello, outside", &["-p", "18084:80"]);
+    let id = server.id.clone();
     let address = SocketAddr::new(Outside::HOST_ADDRESS.parse().unwrap(), 18084);
     common::poll_until("the page to reach the outside", Duration::from_secs(10), || {
         outside.fetch(address).is_some_and(|page| page.contains("hello, outside"))
@@ -373,12 +365,9 @@ fn what_a_killed_runtime_left_is_reclaimed_by_the_next_start() {
 
 #[test]
 fn the_iptables_firewall_publishes_ports_too() {
-    let www = common::temp_dir();
-    fs::write(www.path().join("index.html"), "served through iptables\n").unwrap();
-    let volume = format!("{}:/tmp", www.path().display());
-    let options = ["--init", "--firewall", "iptables", "-p", "18083:80", "-v", &volume];
-    let server = announcing(&options, "exec httpd -f -p 80 -h /tmp");
-    let (id, _) = announcement(&server);
+    let server =
+        Server::start("served through iptables", &["--firewall", "iptables", "-p", "18083:80"]);
+    let id = server.id.clone();
     assert_serves(([127, 0, 0, 1], 18083).into(), "served through iptables");
     let rules =
         output_of(Command::new("iptables").args(["-w", "-t", "nat", "-S", "CRABBOX-PUBLISHED"]));
@@ -387,11 +376,35 @@ fn the_iptables_firewall_publishes_ports_too() {
     assert_nothing_left(&id);
 }
 
-/// Stops a server started with `--init`: SIGTERM to the runtime reaches the server through
-/// the container's init, and the runtime cleans up once it has ended.
-fn stop(mut server: Running) {
-    server.signal(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(server.wait_for_exit(), Some(128 + 15), "the server ends by SIGTERM");
+/// A container running busybox httpd that serves `page` at `/`, from a host folder that
+/// lives as long as the server.
+struct Server {
+    running: Running,
+    id: String,
+    address: Ipv4Addr,
+    _www: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts the server with `options` (the ports to publish, say). With `--init`, so that
+    /// [`stop`] can end it.
+    fn start(page: &str, options: &[&str]) -> Server {
+        let www = common::temp_dir();
+        fs::write(www.path().join("index.html"), format!("{page}\n")).unwrap();
+        // On the rootfs's own /tmp, so the shared rootfs gains no mount point.
+        let volume = format!("{}:/tmp", www.path().display());
+        let options = [&["--init", "-v", &volume], options].concat();
+        let running = announcing(&options, "exec httpd -f -p 80 -h /tmp");
+        let (id, address) = announcement(&running);
+        Server { running, id, address, _www: www }
+    }
+}
+
+/// Stops a [`Server`]: SIGTERM to the runtime reaches httpd through the container's init,
+/// and the runtime cleans up once it has ended.
+fn stop(mut server: Server) {
+    server.running.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(server.running.wait_for_exit(), Some(128 + 15), "the server ends by SIGTERM");
 }
 
 /// Kills a container whose runtime is gone, and removes the cgroup the runtime left.
