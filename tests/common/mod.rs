@@ -200,8 +200,9 @@ pub fn process_state(pid: u32) -> Option<char> {
 }
 
 /// A container runtime running in the background, with its stdout read line by line. On
-/// drop it kills what it started: the container's processes first (a runtime killed by
-/// SIGKILL cannot clean up after itself), then the runtime.
+/// drop it kills what it started: the container's processes first, then the runtime. A
+/// runtime killed by SIGKILL cannot clean up after itself, so the drop removes the
+/// container's cgroups too (what it left of a network, the next start reclaims).
 pub struct Running {
     pub child: Child,
     lines: Receiver<String>,
@@ -272,11 +273,21 @@ impl Drop for Running {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
         if self.child.try_wait().ok().flatten().is_none() {
-            for pid in children_of(self.child.id()) {
+            let containers = children_of(self.child.id());
+            let cgroups: Vec<PathBuf> =
+                containers.iter().flat_map(|&pid| crabbox_cgroups_of(pid)).collect();
+            for pid in containers {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
             }
             let _ = self.child.kill();
             let _ = self.child.wait();
+            // A cgroup can be removed once its last process has exited.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            for dir in cgroups {
+                while fs::remove_dir(&dir).is_err() && dir.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
         }
     }
 }
@@ -326,7 +337,8 @@ pub fn cgroup_dirs_named(name: &str) -> Vec<PathBuf> {
 
 /// The host paths of the cgroups `pid` is in below crabbox/, from /proc/PID/cgroup.
 pub fn crabbox_cgroups_of(pid: u32) -> Vec<PathBuf> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    // A process that has gone has none.
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     text.lines()
         .filter_map(|line| {
             let mut fields = line.splitn(3, ':').skip(1);
