@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use ch03_pivot_root::volumes::Volume;
+use ch04_cgroups::cleanup::after_cleanup;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
@@ -104,10 +105,10 @@ impl Network {
         };
         match attached {
             Ok(()) => Ok(attachment),
-            Err(err) => match attachment.detach() {
-                Ok(()) => Err(err),
-                Err(cleanup) => Err(err.context(format!("and undoing it failed: {cleanup:#}"))),
-            },
+            Err(err) => {
+                let undone = attachment.detach();
+                after_cleanup(Err(err), undone, "undoing the half-made network")
+            }
         }
     }
     // ANCHOR_END: attach
