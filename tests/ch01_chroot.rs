@@ -163,3 +163,78 @@ fn root_can_walk_out_of_a_chroot() {
     assert!(escape.reached_host(&transcript), "the escape did not reach the host: {transcript}");
     assert_snapshot!("escape", transcript);
 }
+
+fn ch01_run_with<S: AsRef<OsStr>>(options: &[&str], rootfs: &Path, command: &[S]) -> Command {
+    let mut ch01 = common::command("ch01");
+    ch01.arg("run").args(options).arg(rootfs).arg("--").args(command);
+    ch01
+}
+
+#[test]
+fn descriptors_the_caller_left_open_do_not_reach_the_command() {
+    let rootfs = common::rootfs_copy();
+    let _unmount = common::UnmountOnDrop(rootfs.path.join("proc"));
+    let host_dir = common::temp_dir();
+    // The shell lists its own descriptors: those it was started with.
+    let script = "mount -t proc proc /proc && ls /proc/$$/fd; umount /proc";
+    let mut ch01 = ch01_run(&rootfs.path, &["sh", "-c", script]);
+    common::inherit_fds_on(&mut ch01, host_dir.path());
+    let transcript = Transcript::run(&mut ch01);
+    assert_eq!(transcript.stdout, "0\n1\n2\n", "{transcript}");
+}
+
+#[test]
+fn only_the_variables_given_reach_the_command() {
+    let env_file = common::temp_dir();
+    let env_file = env_file.path().join("env");
+    fs::write(&env_file, "# the greeting\nGREETING=hello from a file\nCRABBOX_PASSED_ON\n")
+        .unwrap();
+    let options = ["--env-file", env_file.to_str().unwrap(), "-e", "ANSWER=42"];
+    let mut ch01 = ch01_run_with(&options, &common::rootfs(), &["sh", "-c", "env | sort"]);
+    ch01.env("CRABBOX_SECRET", "hunter2").env("CRABBOX_PASSED_ON", "yes");
+    let transcript = Transcript::run(&mut ch01);
+    assert!(!transcript.stdout.contains("hunter2"), "{transcript}");
+    // No UTS namespace yet: the container's hostname is the host's.
+    let hostname = nix::unistd::gethostname().unwrap();
+    let mut settings = common::settings();
+    let hostname = format!("HOSTNAME={}\n", hostname.to_string_lossy());
+    settings.add_filter(&common::regex_escape(&hostname), "HOSTNAME=[HOST]\n");
+    let _s = settings.bind_to_scope();
+    assert_snapshot!("environment", transcript);
+}
+
+#[test]
+fn the_command_is_found_on_the_containers_path_not_the_runtimes() {
+    let mut ch01 = ch01_run(&common::rootfs(), &["ls", "/"]);
+    ch01.env("PATH", "/nowhere");
+    let transcript = Transcript::run(&mut ch01);
+    assert_eq!(transcript.status, 0, "{transcript}");
+    let mut ch01 = ch01_run_with(&["-e", "PATH=/nowhere"], &common::rootfs(), &["ls", "/"]);
+    let transcript = Transcript::run(&mut ch01);
+    assert_eq!(transcript.status, 127, "{transcript}");
+}
+
+#[test]
+fn a_malformed_variable_fails_with_125() {
+    let transcript =
+        Transcript::run(&mut ch01_run_with(&["-e", "=x"], &common::rootfs(), &["true"]));
+    assert_eq!(transcript.status, 125, "{transcript}");
+    assert!(transcript.stderr.contains("not a variable name"), "{transcript}");
+}
+
+#[test]
+fn the_hosts_root_is_refused_as_a_rootfs() {
+    let _s = common::settings().bind_to_scope();
+    let transcript = Transcript::run(&mut ch01_run(Path::new("/"), &["true"]));
+    assert_eq!(transcript.status, 125);
+    assert_snapshot!("host_root_refused", transcript);
+}
+
+#[test]
+fn the_command_dies_with_a_killed_runtime() {
+    let running = common::Running::spawn(&mut ch01_run(&common::rootfs(), &["sleep", "60"]));
+    let command = running.container_pid();
+    // SIGKILL: the runtime gets no chance to do anything about its child.
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    common::wait_until_gone("the command to die with its runtime", command);
+}

@@ -351,3 +351,35 @@ pub fn crabbox_cgroups_of(pid: u32) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+/// The descriptors [`inherit_fds_on`] leaves open in the runtime: a low one, the one of the
+/// issue's shell (`exec 7</tmp`), and two high ones a terminal or an IDE may hold.
+pub const INHERITED_FDS: [i32; 4] = [3, 7, 251, 1000];
+
+/// Makes `command` start with each of [`INHERITED_FDS`] open on the host directory `dir`,
+/// not close-on-exec, as a shell's `exec 7</tmp` leaves them for the programs it starts.
+pub fn inherit_fds_on(command: &mut Command, dir: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = fs::File::open(dir).expect("open the host directory");
+    // SAFETY: the closure only calls dup2(2) and fcntl(2), which are async-signal-safe,
+    // between fork and exec; `dir` lives in the closure as long as the command does.
+    unsafe {
+        command.pre_exec(move || {
+            let open = dir.as_raw_fd();
+            for fd in INHERITED_FDS {
+                // dup2 onto itself would keep the close-on-exec flag that std sets.
+                match fd == open {
+                    true => nix::libc::fcntl(fd, nix::libc::F_SETFD, 0),
+                    false => nix::libc::dup2(open, fd),
+                };
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Polls, bounded, until process `pid` has gone (a zombie counts as gone: it runs nothing).
+pub fn wait_until_gone(what: &str, pid: u32) {
+    poll_until(what, Duration::from_secs(10), || matches!(process_state(pid), None | Some('Z')));
+}

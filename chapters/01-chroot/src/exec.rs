@@ -1,4 +1,5 @@
-//! execve(2): replace the child with the container's command, and explain why it failed.
+//! execve(2): replace the child with the container's command, with only what it is given
+//! (its arguments, its environment, stdin, stdout and stderr), and explain why it failed.
 
 use std::ffi::{CString, OsStr};
 use std::fmt;
@@ -8,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::unistd::execv;
+use nix::unistd::execve;
+
+use crate::env::lookup;
 
 /// Why the command could not replace the child process.
 #[derive(Debug)]
@@ -51,19 +54,41 @@ impl fmt::Display for ExecFailure {
 }
 
 // ANCHOR: exec_command
-/// Replaces this process with `argv`, looked up on `$PATH` as a shell does. Returns only when
-/// that failed, saying why.
-pub fn exec_command(argv: &[String]) -> ExecFailure {
+/// Replaces this process with `argv` and the environment `env` (`KEY=VALUE` strings), the
+/// command looked up on the container's `PATH` as a shell does. Returns only when that
+/// failed, saying why.
+pub fn exec_command(argv: &[String], env: &[String]) -> ExecFailure {
     let command = argv[0].clone();
-    let search_path = std::env::var("PATH").unwrap_or_default();
-    let Some(path) = find_command(&command, &search_path) else {
+    let Some(path) = find_command(&command, lookup(env, "PATH").unwrap_or_default()) else {
         return ExecFailure::NotFound { command };
     };
     let args: Vec<CString> = argv.iter().map(|arg| c_string(OsStr::new(arg))).collect();
+    let env: Vec<CString> = env.iter().map(|var| c_string(OsStr::new(var))).collect();
     restore_sigpipe();
-    let Err(errno) = execv(&c_string(path.as_os_str()), &args);
+    if let Err(errno) = close_fds_on_exec() {
+        let reason = format!("close_range(2) failed: {}", errno.desc().to_lowercase());
+        return ExecFailure::NotExecutable { command, reason };
+    }
+    let Err(errno) = execve(&c_string(path.as_os_str()), &args, &env);
     explain_exec_error(command, &path, errno)
 }
+// ANCHOR_END: exec_command
+
+// ANCHOR: close_fds_on_exec
+/// Marks every file descriptor above stderr close-on-exec, so the command starts with
+/// stdin, stdout and stderr only. Whatever the runtime's caller left open (a shell's
+/// `exec 7</tmp`, a terminal's extra fds) would otherwise reach the container: a descriptor
+/// on a host directory is a way out of any root, through `/proc/self/fd/7/..` (runc's
+/// CVE-2024-21626).
+pub fn close_fds_on_exec() -> Result<(), Errno> {
+    // EXERCISE 1.5: mark every descriptor from 3 up to the largest one close-on-exec, in one close_range(2) call
+    // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC closes nothing now; the descriptors
+    // stay valid for every owner in this process until execve(2) replaces it.
+    let result = unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) };
+    Errno::result(result).map(drop)
+    // END EXERCISE
+}
+// ANCHOR_END: close_fds_on_exec
 // ANCHOR_END: exec_command
 
 /// Rust's runtime ignores SIGPIPE before `main`, and an ignored signal stays ignored across

@@ -8,6 +8,7 @@
 
 pub mod chroot;
 pub mod cli;
+pub mod env;
 pub mod exec;
 pub mod process;
 pub mod rootfs;

@@ -3,12 +3,13 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ch01_chroot::chroot::enter_rootfs;
 use ch01_chroot::cli::RunArgs;
+use ch01_chroot::env::{caller_terminal, container_env};
 use ch01_chroot::exec::exec_command;
 use ch01_chroot::process::{
-    exit_code_for, fork_child, require_root, wait_for_exit, EXIT_RUNTIME_FAILURE,
+    die_with_runtime, exit_code_for, fork_child, require_root, wait_for_exit, EXIT_RUNTIME_FAILURE,
 };
 use ch01_chroot::rootfs::check_rootfs;
 use clap::{Parser, Subcommand};
@@ -35,17 +36,24 @@ fn main() -> ExitCode {
 fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch01")?;
     let rootfs = check_rootfs(&args.rootfs)?;
-    let child = fork_child(|| child_setup(&rootfs, &args.command))?;
+    // No UTS namespace yet: the container's hostname is the host's.
+    let hostname = nix::unistd::gethostname().context("read the hostname")?;
+    let env = container_env(
+        &args.env_request(),
+        &hostname.to_string_lossy(),
+        caller_terminal().as_deref(),
+    )?;
+    let child = fork_child(|| child_setup(&rootfs, &args.command, &env))?;
     wait_for_exit(child)
 }
 
 /// Runs in the child: enter the rootfs, then become the command.
-fn child_setup(rootfs: &Path, command: &[String]) -> u8 {
-    if let Err(err) = enter_rootfs(rootfs) {
+fn child_setup(rootfs: &Path, command: &[String], env: &[String]) -> u8 {
+    if let Err(err) = die_with_runtime().and_then(|()| enter_rootfs(rootfs)) {
         eprintln!("ch01: {err:#}");
         return EXIT_RUNTIME_FAILURE;
     }
-    let failure = exec_command(command);
+    let failure = exec_command(command, env);
     eprintln!("ch01: {failure}");
     failure.exit_code()
 }

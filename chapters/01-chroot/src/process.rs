@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
@@ -39,6 +40,17 @@ pub fn fork_child(child: impl FnOnce() -> u8) -> Result<Pid> {
         ForkResult::Child => std::process::exit(child().into()),
     }
 }
+
+// ANCHOR: die_with_runtime
+/// Asks the kernel to SIGKILL this process when the runtime that started it ends, however
+/// it ends: a container in the foreground never outlives its runtime, even one killed with
+/// SIGKILL, which runs no clean-up of its own.
+pub fn die_with_runtime() -> Result<()> {
+    // See prctl(2), PR_SET_PDEATHSIG: the signal comes when the parent *thread* exits, and
+    // it survives execve(2) except of a set-user-ID program.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).context("ask to die with the runtime")
+}
+// ANCHOR_END: die_with_runtime
 
 // ANCHOR: wait_for_exit
 /// Waits for `pid` to end and returns its exit status the way a shell reports it.

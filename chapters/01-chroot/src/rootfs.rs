@@ -11,7 +11,18 @@ use anyhow::{bail, Context, Result};
 pub fn check_rootfs(path: &Path) -> Result<PathBuf> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
-            path.canonicalize().with_context(|| format!("resolve rootfs {}", path.display()))
+            let rootfs = path
+                .canonicalize()
+                .with_context(|| format!("resolve rootfs {}", path.display()))?;
+            if rootfs == Path::new("/") {
+                bail!(
+                    "rootfs {} is the host's root directory, which cannot be a container's \
+                     root: a container on it would share every host file; give a directory \
+                     with the container's own files (`cargo xtask rootfs` builds one)",
+                    path.display()
+                );
+            }
+            Ok(rootfs)
         }
         Ok(_) => bail!(
             "rootfs {} is not a directory; give the directory that should become / inside",

@@ -6,8 +6,9 @@
 //! process whose parent ends is re-parented to it: unless it waits for them, they stay as
 //! zombies. This init runs the command as its child, passes signals on, and reaps them all.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ch01_chroot::process::fork_child;
+use nix::errno::Errno;
 
 use crate::signals::forward_signals_until_exit;
 
@@ -15,7 +16,21 @@ use crate::signals::forward_signals_until_exit;
 /// Runs `command` (a function that execs it) as the child of this process, forwarding
 /// signals and reaping zombies until it ends; returns its exit status.
 pub fn run_init(command: impl FnOnce() -> u8) -> Result<u8> {
+    close_inherited_fds()?;
     let child = fork_child(command)?;
     forward_signals_until_exit(child)
 }
 // ANCHOR_END: run_init
+
+// ANCHOR: close_inherited_fds
+/// Closes every file descriptor above stderr. The init never execs, so close-on-exec does
+/// not help it: whatever it kept open would stay readable, by any process of the container,
+/// as `/proc/1/fd/N`.
+fn close_inherited_fds() -> Result<()> {
+    // SAFETY: the init owns nothing above stderr that it uses again: it only forks the
+    // command and waits, and no owner of a closed descriptor is ever dropped in it.
+    let result = unsafe { libc::close_range(3, u32::MAX, 0) };
+    Errno::result(result).context("close the descriptors the init inherited")?;
+    Ok(())
+}
+// ANCHOR_END: close_inherited_fds

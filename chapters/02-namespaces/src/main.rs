@@ -1,12 +1,13 @@
 //! `ch02 run [--hostname NAME] [--init] ROOTFS -- COMMAND`: chapter 1's chroot, in new PID,
 //! UTS and IPC namespaces.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use ch01_chroot::chroot::enter_rootfs;
-use ch01_chroot::process::{exit_code_for, require_root, EXIT_RUNTIME_FAILURE};
+use ch01_chroot::env::{caller_terminal, container_env};
+use ch01_chroot::process::{die_with_runtime, exit_code_for, require_root, EXIT_RUNTIME_FAILURE};
 use ch01_chroot::rootfs::check_rootfs;
 use ch02_namespaces::cli::RunArgs;
 use ch02_namespaces::hostname::{hostname_or_id, new_container_id, set_hostname};
@@ -37,6 +38,13 @@ fn main() -> ExitCode {
     exit_code_for("ch02", run(&args))
 }
 
+/// What `run` checked and chose before creating anything.
+struct Container {
+    rootfs: PathBuf,
+    hostname: String,
+    env: Vec<String>,
+}
+
 // ANCHOR: sequence
 fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch02")?;
@@ -46,19 +54,24 @@ fn run(args: &RunArgs) -> Result<u8> {
     if args.hostname.is_none() {
         eprintln!("ch02: container {id}");
     }
+    let env = container_env(&args.base.env_request(), &hostname, caller_terminal().as_deref())?;
+    let container = Container { rootfs, hostname, env };
     let mask = block_signals()?;
-    let child = spawn_in_namespaces(NAMESPACES, || child_setup(&rootfs, &hostname, args, &mask))?;
+    let child = spawn_in_namespaces(NAMESPACES, || child_setup(&container, args, &mask))?;
     forward_signals_until_exit(child)
 }
 
 /// Runs in the child, PID 1 of the new PID namespace.
-fn child_setup(rootfs: &Path, hostname: &str, args: &RunArgs, mask: &SignalMask) -> u8 {
-    let setup = set_hostname(hostname).and_then(|()| enter_rootfs(rootfs));
+fn child_setup(container: &Container, args: &RunArgs, mask: &SignalMask) -> u8 {
+    let setup = die_with_runtime()
+        .and_then(|()| set_hostname(&container.hostname))
+        .and_then(|()| enter_rootfs(&container.rootfs));
     if let Err(err) = setup {
         eprintln!("ch02: {err:#}");
         return EXIT_RUNTIME_FAILURE;
     }
-    start_command(&args.base.command, args.init, mask, &|why| eprintln!("ch02: {why}"))
+    let report = |why: &dyn std::fmt::Display| eprintln!("ch02: {why}");
+    start_command(&args.base.command, &container.env, args.init, mask, &report)
 }
 // ANCHOR_END: sequence
 

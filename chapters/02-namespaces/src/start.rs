@@ -14,13 +14,20 @@ use crate::signals::SignalMask;
 pub type Report<'a> = &'a dyn Fn(&dyn Display);
 
 // ANCHOR: start_command
-/// Becomes `command`: directly, or as the child of a minimal init when `init` is set.
-/// Returns the exit status to end with: the command's under `--init`, or the failure's.
-pub fn start_command(command: &[String], init: bool, mask: &SignalMask, report: Report) -> u8 {
+/// Becomes `command` with the environment `env`: directly, or as the child of a minimal
+/// init when `init` is set. Returns the exit status to end with: the command's under
+/// `--init`, or the failure's.
+pub fn start_command(
+    command: &[String],
+    env: &[String],
+    init: bool,
+    mask: &SignalMask,
+    report: Report,
+) -> u8 {
     if !init {
-        return exec_unmasked(command, mask, report);
+        return exec_unmasked(command, env, mask, report);
     }
-    run_init(|| exec_unmasked(command, mask, report)).unwrap_or_else(|err| {
+    run_init(|| exec_unmasked(command, env, mask, report)).unwrap_or_else(|err| {
         report(&format_args!("init: {err:#}"));
         EXIT_RUNTIME_FAILURE
     })
@@ -29,12 +36,12 @@ pub fn start_command(command: &[String], init: bool, mask: &SignalMask, report: 
 
 /// Execs `command` with the signal mask it would have had without the runtime: a blocked
 /// mask survives execve(2). Returns only when that failed.
-fn exec_unmasked(command: &[String], mask: &SignalMask, report: Report) -> u8 {
+fn exec_unmasked(command: &[String], env: &[String], mask: &SignalMask, report: Report) -> u8 {
     if let Err(err) = mask.restore() {
         report(&format_args!("{err:#}"));
         return EXIT_RUNTIME_FAILURE;
     }
-    let failure = exec_command(command);
+    let failure = exec_command(command, env);
     report(&failure);
     failure.exit_code()
 }

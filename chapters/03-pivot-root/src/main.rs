@@ -1,11 +1,12 @@
 //! `ch03 run [--hostname NAME] [--init] [--read-only] [-v HOST:CONTAINER[:ro]]… ROOTFS --
 //! COMMAND`: chapter 2's namespaces plus a mount namespace; pivot_root replaces chroot.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use ch01_chroot::process::{exit_code_for, require_root, EXIT_RUNTIME_FAILURE};
+use ch01_chroot::env::{caller_terminal, container_env};
+use ch01_chroot::process::{die_with_runtime, exit_code_for, require_root, EXIT_RUNTIME_FAILURE};
 use ch01_chroot::rootfs::check_rootfs;
 use ch02_namespaces::hostname::{hostname_or_id, new_container_id, set_hostname};
 use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
@@ -13,9 +14,9 @@ use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, Signal
 use ch02_namespaces::start::start_command;
 use ch03_pivot_root::cli::RunArgs;
 use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
-use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, remount_read_only};
+use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, make_read_only};
 use ch03_pivot_root::pivot_root::pivot_root_into;
-use ch03_pivot_root::volumes::bind_volume;
+use ch03_pivot_root::volumes::{bind_volume, create_mount_point};
 use clap::{Parser, Subcommand};
 use nix::sched::CloneFlags;
 
@@ -37,35 +38,53 @@ fn main() -> ExitCode {
     exit_code_for("ch03", run(&args))
 }
 
+/// What `run` checked and chose before creating anything.
+struct Container {
+    rootfs: PathBuf,
+    hostname: String,
+    env: Vec<String>,
+}
+
 // ANCHOR: sequence
 fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch03")?;
     let rootfs = check_rootfs(&args.base.base.rootfs)?;
     let id = new_container_id()?;
     let hostname = hostname_or_id(args.base.hostname.as_deref(), &id)?;
+    let env =
+        container_env(&args.base.base.env_request(), &hostname, caller_terminal().as_deref())?;
     if args.base.hostname.is_none() {
         eprintln!("ch03: container {id}");
     }
+    let container = Container { rootfs, hostname, env };
     let mask = block_signals()?;
     let namespaces = NAMESPACES | CloneFlags::CLONE_NEWNS;
-    let child = spawn_in_namespaces(namespaces, || child_setup(&rootfs, &hostname, args, &mask))?;
+    let child = spawn_in_namespaces(namespaces, || child_setup(&container, args, &mask))?;
     forward_signals_until_exit(child)
 }
 
 /// Runs in the child, PID 1 of the new PID namespace, in its own mount namespace.
-fn child_setup(rootfs: &Path, hostname: &str, args: &RunArgs, mask: &SignalMask) -> u8 {
-    if let Err(err) = set_up_container(rootfs, hostname, args) {
+fn child_setup(container: &Container, args: &RunArgs, mask: &SignalMask) -> u8 {
+    if let Err(err) = set_up_container(container, args) {
         eprintln!("ch03: {err:#}");
         return EXIT_RUNTIME_FAILURE;
     }
-    let command = &args.base.base.command;
-    start_command(command, args.base.init, mask, &|why| eprintln!("ch03: {why}"))
+    let report = |why: &dyn std::fmt::Display| eprintln!("ch03: {why}");
+    start_command(&args.base.base.command, &container.env, args.base.init, mask, &report)
 }
 
-fn set_up_container(rootfs: &Path, hostname: &str, args: &RunArgs) -> Result<()> {
-    set_hostname(hostname)?;
+fn set_up_container(container: &Container, args: &RunArgs) -> Result<()> {
+    let rootfs = container.rootfs.as_path();
+    die_with_runtime()?;
+    set_hostname(&container.hostname)?;
     make_mounts_private()?;
     bind_mount_rootfs(rootfs)?;
+    for volume in &args.volumes {
+        create_mount_point(rootfs, volume)?;
+    }
+    if args.read_only {
+        make_read_only(rootfs)?;
+    }
     for volume in &args.volumes {
         bind_volume(rootfs, volume)?;
     }
@@ -73,9 +92,6 @@ fn set_up_container(rootfs: &Path, hostname: &str, args: &RunArgs) -> Result<()>
     mount_proc()?;
     mount_sys()?;
     mount_dev()?;
-    if args.read_only {
-        remount_read_only(Path::new("/"))?;
-    }
     Ok(())
 }
 // ANCHOR_END: sequence

@@ -1,11 +1,14 @@
-//! The container's mount table: private propagation, the rootfs as a mount point, and a
-//! read-only root.
+//! The container's mount table: private propagation, the rootfs as a mount point, and
+//! read-only trees of mounts.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
 use nix::mount::{mount, MsFlags};
-use nix::sys::statvfs::{statvfs, FsFlags};
 
 const NONE: Option<&str> = None;
 
@@ -31,32 +34,42 @@ pub fn bind_mount_rootfs(rootfs: &Path) -> Result<()> {
 }
 // ANCHOR_END: bind_mount_rootfs
 
-// ANCHOR: remount_read_only
-/// Makes the bind mount at `target` read-only. Only that mount: the ones on top of it
-/// (/proc, /dev, volumes) keep their own flags.
-pub fn remount_read_only(target: &Path) -> Result<()> {
-    // See mount(2), MS_REMOUNT: the flags given replace the mount's flags, so nosuid,
-    // nodev and noexec copied from the host would be dropped unless passed again.
-    let kept = kept_flags(target)?;
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept;
-    mount(NONE, target, NONE, flags, NONE)
-        .with_context(|| format!("remount {} read-only", target.display()))
+// ANCHOR: make_read_only
+/// Makes the mount at `target` read-only, and every mount below it: a bind of a host tree
+/// brings the host's submounts along, and each is a mount with flags of its own.
+pub fn make_read_only(target: &Path) -> Result<()> {
+    // See mount_setattr(2): unlike a remount (mount(2) with MS_REMOUNT, whose flags replace
+    // all of a mount's flags and which changes one mount only), it sets just the attributes
+    // named in `attr_set`, and with AT_RECURSIVE on the whole tree of mounts at `target`.
+    let path = CString::new(target.as_os_str().as_bytes()).context("a path without NUL")?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a mount_attr of the size passed,
+    // both alive for the whole call; the kernel only reads them.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    match Errno::result(result) {
+        Ok(_) => Ok(()),
+        Err(Errno::ENOSYS) => bail!(
+            "make {} read-only: this kernel has no mount_setattr(2), which Linux 5.12 added; \
+             `cargo xtask doctor` says what this host lacks",
+            target.display()
+        ),
+        Err(errno) => Err(errno).with_context(|| {
+            format!("make {} and the mounts below it read-only", target.display())
+        }),
+    }
 }
-// ANCHOR_END: remount_read_only
-
-/// The per-mount flags of the mount at `target` that a remount must repeat.
-fn kept_flags(target: &Path) -> Result<MsFlags> {
-    let current = statvfs(target).with_context(|| format!("statvfs {}", target.display()))?;
-    let pairs = [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ];
-    Ok(pairs
-        .into_iter()
-        .filter(|(has, _)| current.flags().contains(*has))
-        .fold(MsFlags::empty(), |flags, (_, add)| flags | add))
-}
+// ANCHOR_END: make_read_only

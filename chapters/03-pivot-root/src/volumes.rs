@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
 
-use crate::mounts::remount_read_only;
+use crate::mounts::make_read_only;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Volume {
@@ -39,30 +39,36 @@ pub fn parse_volume(spec: &str) -> Result<Volume, String> {
 }
 
 // ANCHOR: bind_volume
-/// Bind-mounts a volume into the rootfs (before pivot_root, while the host's paths are
-/// still reachable), creating its mount point when the rootfs lacks one.
+/// Bind-mounts a volume onto its mount point in the rootfs (before pivot_root, while the
+/// host's paths are still reachable). A read-only volume is read-only all the way down.
 pub fn bind_volume(rootfs: &Path, volume: &Volume) -> Result<()> {
-    let target = rootfs.join(volume.container.strip_prefix("/").expect("checked absolute"));
-    create_mount_point(&target, volume.host.is_dir())?;
+    let target = mount_point(rootfs, volume);
     let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
     mount(Some(&volume.host), &target, None::<&str>, flags, None::<&str>).with_context(|| {
         format!("bind-mount {} on {}", volume.host.display(), volume.container.display())
     })?;
     if volume.read_only {
-        // EXERCISE 3.5: make this volume's mount read-only
-        // See mount(2): MS_RDONLY is ignored together with MS_BIND; a bind mount becomes
-        // read-only only by a second call, a remount.
-        remount_read_only(&target)?;
+        // EXERCISE 3.5: make this volume's mount read-only, and every mount below it
+        // See mount(2): MS_RDONLY is ignored together with MS_BIND, so the bind mount is
+        // made read-only by a second call; and MS_REC brought the host's submounts of the
+        // volume along, each with flags of its own, so that call must reach them too.
+        make_read_only(&target)?;
         // END EXERCISE
     }
     Ok(())
 }
 // ANCHOR_END: bind_volume
 
-/// A bind mount needs a target of the same kind as its source: a directory or a file.
-fn create_mount_point(target: &Path, directory: bool) -> Result<()> {
-    if directory {
-        return fs::create_dir_all(target)
+fn mount_point(rootfs: &Path, volume: &Volume) -> PathBuf {
+    rootfs.join(volume.container.strip_prefix("/").expect("checked absolute"))
+}
+
+/// Creates a volume's mount point when the rootfs lacks one. A bind mount needs a target of
+/// the same kind as its source: a directory or a file.
+pub fn create_mount_point(rootfs: &Path, volume: &Volume) -> Result<()> {
+    let target = mount_point(rootfs, volume);
+    if volume.host.is_dir() {
+        return fs::create_dir_all(&target)
             .with_context(|| format!("create mount point {}", target.display()));
     }
     if let Some(parent) = target.parent() {
@@ -70,7 +76,7 @@ fn create_mount_point(target: &Path, directory: bool) -> Result<()> {
             .with_context(|| format!("create mount point {}", parent.display()))?;
     }
     if !target.exists() {
-        fs::File::create(target)
+        fs::File::create(&target)
             .with_context(|| format!("create mount point {}", target.display()))?;
     }
     Ok(())

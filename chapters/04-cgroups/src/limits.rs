@@ -28,9 +28,20 @@ pub struct Limits {
     pub pids: Option<u64>,
 }
 
+/// The largest limit the kernel holds: its page counters count at most LONG_MAX bytes
+/// (mm/page_counter.c); a larger value written to memory.max silently means no limit.
+pub const KERNEL_MAX_LIMIT: u64 = i64::MAX as u64;
+
 impl Limits {
-    /// Checks how the limits go together: swap needs memory and cannot be less than it.
-    pub fn check(&self) -> Result<()> {
+    /// Checks how the limits go together (swap needs memory and cannot be less than it, and
+    /// neither is more than the kernel holds), and returns a warning for each limit larger
+    /// than this host's memory: one that would never be reached.
+    pub fn check(&self) -> Result<Vec<String>> {
+        self.check_against(host_memory())
+    }
+
+    /// [`Limits::check`] on a host with `host_memory` bytes of RAM (`None`: unknown).
+    pub fn check_against(&self, host_memory: Option<u64>) -> Result<Vec<String>> {
         match (self.memory, self.memory_swap) {
             (None, Some(_)) => bail!("--memory-swap needs --memory: it limits memory plus swap"),
             (Some(memory), Some(swap)) if swap < memory => bail!(
@@ -38,9 +49,36 @@ impl Limits {
                 show_size(swap),
                 show_size(memory)
             ),
-            _ => Ok(()),
+            _ => {}
         }
+        let mut warnings = Vec::new();
+        for (option, limit) in [("--memory", self.memory), ("--memory-swap", self.memory_swap)] {
+            let Some(limit) = limit else { continue };
+            if limit > KERNEL_MAX_LIMIT {
+                bail!(
+                    "{option} {} is more than the kernel can hold (at most {KERNEL_MAX_LIMIT} \
+                     bytes, just under 8 EiB); leave the option out for no limit",
+                    show_size(limit)
+                );
+            }
+            if let Some(host) = host_memory.filter(|&host| limit > host) {
+                warnings.push(format!(
+                    "{option} {} is more than this host's memory ({}): it will never be reached",
+                    show_size(limit),
+                    show_size(host)
+                ));
+            }
+        }
+        Ok(warnings)
     }
+}
+
+/// The host's RAM in bytes, from `MemTotal` in /proc/meminfo (see proc_meminfo(5)).
+fn host_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find_map(|line| line.strip_prefix("MemTotal:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 // ANCHOR: parse_size
@@ -95,7 +133,7 @@ pub fn cpu_quota(cpus: f64) -> CpuQuota {
 
 /// `67108864` as `64 MiB`, for messages.
 pub fn show_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KiB", "MiB", "GiB"];
+    const UNITS: [&str; 7] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
     while value >= 1024.0 && unit < UNITS.len() - 1 {
@@ -112,6 +150,31 @@ pub fn show_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_above_the_kernels_is_refused_and_above_the_hosts_is_warned_about() {
+        let host = Some(16 << 30);
+        let huge = Limits { memory: Some(parse_size("99999999g").unwrap()), ..Limits::default() };
+        let warnings = huge.check_against(host).unwrap();
+        assert_eq!(
+            warnings,
+            ["--memory 95.4 PiB is more than this host's memory (16 GiB): it will never be reached"]
+        );
+        let too_big = Limits { memory: Some(KERNEL_MAX_LIMIT + 1), ..Limits::default() };
+        let err = too_big.check_against(host).unwrap_err().to_string();
+        assert!(
+            err.contains("more than the kernel can hold (at most 9223372036854775807 bytes"),
+            "{err}"
+        );
+        let fine = Limits { memory: Some(64 << 20), ..Limits::default() };
+        assert!(fine.check_against(host).unwrap().is_empty());
+        assert!(huge.check_against(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn host_memory_is_read_from_meminfo() {
+        assert!(host_memory().is_some_and(|bytes| bytes > 1 << 20));
+    }
 
     #[test]
     fn sizes_take_k_m_and_g_suffixes() {

@@ -6,20 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use ch01_chroot::process::{exit_code_for, require_root, EXIT_RUNTIME_FAILURE};
+use ch01_chroot::env::{caller_terminal, container_env};
+use ch01_chroot::process::{die_with_runtime, exit_code_for, require_root, EXIT_RUNTIME_FAILURE};
 use ch01_chroot::rootfs::check_rootfs;
 use ch02_namespaces::hostname::{hostname_or_id, new_container_id, set_hostname};
 use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
 use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, SignalMask};
 use ch02_namespaces::start::start_command;
 use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
-use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, remount_read_only};
+use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, make_read_only};
 use ch03_pivot_root::pivot_root::pivot_root_into;
-use ch03_pivot_root::volumes::bind_volume;
+use ch03_pivot_root::volumes::{bind_volume, create_mount_point};
 use ch04_cgroups::cgroups::{
     detect_setup, enter_cgroup_namespace, mount_cgroupfs, Cgroup, CgroupSetup,
 };
-use ch04_cgroups::cleanup::after_cleanup;
+use ch04_cgroups::cleanup::{after_cleanup, reclaim_stale_cgroups, RuntimeLock};
 use ch04_cgroups::gate::Gate;
 use ch04_cgroups::report::report_end;
 use ch05_network::bridge::{remove_bridge, BRIDGE};
@@ -44,12 +45,16 @@ enum Command {
     Run(Box<RunArgs>),
     /// Remove the bridge crabbox0 and crabbox's NAT rules, once no container uses them
     NetworkRm,
+    /// Remove what containers whose runtime was killed left behind: cgroups, veths, NAT
+    /// rules, addresses and files
+    Cleanup,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => exit_code_for("ch05", run(&args)),
         Command::NetworkRm => exit_code_for("ch05", remove_network().map(|()| 0)),
+        Command::Cleanup => exit_code_for("ch05", cleanup().map(|()| 0)),
     }
 }
 
@@ -59,6 +64,7 @@ struct Container<'a> {
     rootfs: PathBuf,
     id: String,
     hostname: String,
+    env: Vec<String>,
     setup: CgroupSetup,
     network: Network,
 }
@@ -68,13 +74,21 @@ fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch05")?;
     let rootfs = check_rootfs(&args.base.base.base.base.rootfs)?;
     let limits = args.base.limits();
-    limits.check()?;
+    for warning in limits.check()? {
+        eprintln!("ch05: warning: {warning}");
+    }
     let network = Network::from_args(args)?;
     let id = new_container_id()?;
     let hostname = hostname_or_id(args.base.base.base.hostname.as_deref(), &id)?;
+    let env_request = args.base.base.base.base.env_request();
+    let env = container_env(&env_request, &hostname, caller_terminal().as_deref())?;
     eprintln!("ch05: container {id}");
     let setup = detect_setup()?;
-    let container = Container { args, rootfs, id, hostname, setup, network };
+    if let Err(err) = reclaim_stale_cgroups(setup) {
+        eprintln!("ch05: warning: {err:#}");
+    }
+    let container = Container { args, rootfs, id, hostname, env, setup, network };
+    let _lock = RuntimeLock::take(&container.id)?;
     let mask = block_signals()?;
     let cgroup = Cgroup::create(setup, &container.id, &limits)?;
     let status = run_in_cgroup(&container, &cgroup, &mask);
@@ -103,8 +117,10 @@ fn run_in_cgroup(container: &Container, cgroup: &Cgroup, mask: &SignalMask) -> R
 
 /// Runs in the child, PID 1 of the new PID namespace.
 fn child_setup(container: &Container, gate: &Gate, mask: &SignalMask) -> u8 {
+    // A runtime that died before this line closed the gate; one that dies later kills us.
+    let ready = die_with_runtime().and_then(|()| gate.wait());
     // The runtime reports why it stopped; nothing to add here.
-    if gate.wait().is_err() {
+    if ready.is_err() {
         return EXIT_RUNTIME_FAILURE;
     }
     if let Err(err) = set_up_container(container) {
@@ -112,7 +128,8 @@ fn child_setup(container: &Container, gate: &Gate, mask: &SignalMask) -> u8 {
         return EXIT_RUNTIME_FAILURE;
     }
     let args = &container.args.base.base.base;
-    start_command(&args.base.command, args.init, mask, &|why| eprintln!("ch05: {why}"))
+    let report = |why: &dyn std::fmt::Display| eprintln!("ch05: {why}");
+    start_command(&args.base.command, &container.env, args.init, mask, &report)
 }
 
 fn set_up_container(container: &Container) -> Result<()> {
@@ -124,7 +141,14 @@ fn set_up_container(container: &Container) -> Result<()> {
     make_mounts_private()?;
     bind_mount_rootfs(rootfs)?;
     let network_files = container.network.volumes(&container.id);
-    for volume in args.volumes.iter().chain(&network_files) {
+    let volumes: Vec<_> = args.volumes.iter().chain(&network_files).collect();
+    for volume in &volumes {
+        create_mount_point(rootfs, volume)?;
+    }
+    if args.read_only {
+        make_read_only(rootfs)?;
+    }
+    for volume in &volumes {
         bind_volume(rootfs, volume)?;
     }
     pivot_root_into(rootfs)?;
@@ -132,9 +156,6 @@ fn set_up_container(container: &Container) -> Result<()> {
     mount_sys()?;
     mount_cgroupfs(container.setup)?;
     mount_dev()?;
-    if args.read_only {
-        remount_read_only(Path::new("/"))?;
-    }
     Ok(())
 }
 // ANCHOR_END: sequence
@@ -159,6 +180,18 @@ fn remove_network() -> Result<()> {
     Ok(())
 }
 // ANCHOR_END: remove_network
+
+// ANCHOR: cleanup
+/// Removes what every container whose runtime has ended left behind: its network (veth,
+/// NAT rules, lease, files) and its cgroups.
+fn cleanup() -> Result<()> {
+    require_root("ch05")?;
+    reclaim_stale(&mut Leases::lock(Path::new(LEASES_FILE))?)?;
+    let reclaimed = reclaim_stale_cgroups(detect_setup()?)?;
+    eprintln!("ch05: removed the cgroups of {} stale containers", reclaimed.len());
+    Ok(())
+}
+// ANCHOR_END: cleanup
 
 #[cfg(test)]
 mod tests {

@@ -107,6 +107,18 @@ impl Cgroup {
         Ok(cgroup)
     }
 
+    /// The cgroup `crabbox/<id>` that an earlier runtime made, in whichever hierarchies it
+    /// is still there.
+    pub fn existing(setup: CgroupSetup, id: &str) -> Result<Cgroup> {
+        let root = Path::new(CGROUP_ROOT);
+        Ok(match setup {
+            CgroupSetup::Unified => Cgroup::V2(v2::Cgroup::existing(root, id)),
+            CgroupSetup::Hybrid | CgroupSetup::Legacy => {
+                Cgroup::V1(v1::Cgroup::existing(root, id)?)
+            }
+        })
+    }
+
     pub fn apply(&self, limits: &Limits) -> Result<()> {
         match self {
             Cgroup::V1(cgroup) => cgroup.apply(limits),
@@ -152,6 +164,31 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = self.remove();
     }
+}
+
+/// The ids of the containers that have a cgroup `crabbox/<id>` on this host.
+pub fn container_ids(setup: CgroupSetup) -> Result<Vec<String>> {
+    let root = Path::new(CGROUP_ROOT);
+    match setup {
+        CgroupSetup::Unified => v2::container_ids(root),
+        CgroupSetup::Hybrid | CgroupSetup::Legacy => v1::container_ids(root),
+    }
+}
+
+/// The names of the directories in `dir`; none when `dir` does not exist.
+fn subdirectory_names(dir: &Path) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        entries => entries.with_context(|| format!("list {}", dir.display()))?,
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("list {}", dir.display()))?;
+        if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// Writes `value` to the control file `name` in `dir`. Control files exist or do not; a

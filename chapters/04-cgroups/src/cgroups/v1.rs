@@ -9,7 +9,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{
-    create_cgroup_dir, keyed_value, read_value, remove_cgroup_dir, wait_until, write_value, Stats,
+    create_cgroup_dir, keyed_value, read_value, remove_cgroup_dir, subdirectory_names, wait_until,
+    write_value, Stats,
 };
 use crate::limits::Limits;
 
@@ -40,31 +41,37 @@ impl Cgroup {
 
     fn create_dirs(&mut self, root: &Path, id: &str, needed: &[&str]) -> Result<()> {
         for controller in CONTROLLERS {
-            let hierarchy = root.join(controller);
-            if !hierarchy.join("cgroup.procs").exists() {
+            let Some(dir) = cgroup_dir(root, controller, id)? else {
                 if needed.contains(&controller) {
                     bail!(
                         "cgroup v1 controller `{controller}` is not mounted at {}; \
                          run `cargo xtask doctor`",
-                        hierarchy.display()
+                        root.join(controller).display()
                     );
                 }
                 continue;
-            }
-            // A symlink for co-mounted controllers: cpu -> cpu,cpuacct.
-            let hierarchy = hierarchy
-                .canonicalize()
-                .with_context(|| format!("resolve {}", hierarchy.display()))?;
-            let dir = hierarchy.join("crabbox").join(id);
+            };
             if !self.unique_dirs().contains(&dir) {
-                let parent = hierarchy.join("crabbox");
-                fs::create_dir_all(&parent)
+                let parent = dir.parent().expect("a cgroup dir has a parent");
+                fs::create_dir_all(parent)
                     .with_context(|| format!("create cgroup {}", parent.display()))?;
                 create_cgroup_dir(&dir)?;
             }
             self.dirs.push((controller, dir));
         }
         Ok(())
+    }
+
+    /// The cgroup `crabbox/<id>` that an earlier runtime made, in each hierarchy the host
+    /// mounts; [`Cgroup::remove`] skips the directories that are not there.
+    pub fn existing(root: &Path, id: &str) -> Result<Cgroup> {
+        let mut dirs = Vec::new();
+        for controller in CONTROLLERS {
+            if let Some(dir) = cgroup_dir(root, controller, id)? {
+                dirs.push((controller, dir));
+            }
+        }
+        Ok(Cgroup { dirs })
     }
 
     #[cfg(test)]
@@ -166,6 +173,27 @@ impl Cgroup {
         dirs.iter().try_for_each(|dir| remove_cgroup_dir(dir))
     }
     // ANCHOR_END: remove_v1
+}
+
+/// `<root>/<controller>/crabbox/<id>`, through the link of a co-mounted controller
+/// (cpu -> cpu,cpuacct); `None` when the host does not mount that hierarchy.
+fn cgroup_dir(root: &Path, controller: &str, id: &str) -> Result<Option<PathBuf>> {
+    let hierarchy = root.join(controller);
+    if !hierarchy.join("cgroup.procs").exists() {
+        return Ok(None);
+    }
+    let hierarchy =
+        hierarchy.canonicalize().with_context(|| format!("resolve {}", hierarchy.display()))?;
+    Ok(Some(hierarchy.join("crabbox").join(id)))
+}
+
+/// The ids of the containers with a cgroup below `crabbox/` in any hierarchy.
+pub fn container_ids(root: &Path) -> Result<Vec<String>> {
+    let mut ids = BTreeSet::new();
+    for controller in CONTROLLERS {
+        ids.extend(subdirectory_names(&root.join(controller).join("crabbox"))?);
+    }
+    Ok(ids.into_iter().collect())
 }
 
 fn freeze(freezer: &Path) -> Result<()> {

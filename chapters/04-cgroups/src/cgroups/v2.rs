@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use nix::unistd::Pid;
 
 use super::{
-    create_cgroup_dir, keyed_value, read_value, remove_cgroup_dir, wait_until, write_value, Stats,
+    create_cgroup_dir, keyed_value, read_value, remove_cgroup_dir, subdirectory_names, wait_until,
+    write_value, Stats,
 };
 use crate::limits::Limits;
 
@@ -26,6 +27,11 @@ impl Cgroup {
         let dir = parent.join(id);
         create_cgroup_dir(&dir)?;
         Ok(Cgroup { dir })
+    }
+
+    /// The cgroup `<root>/crabbox/<id>` that an earlier runtime made, if it is still there.
+    pub fn existing(root: &Path, id: &str) -> Cgroup {
+        Cgroup { dir: root.join("crabbox").join(id) }
     }
 
     #[cfg(test)]
@@ -91,6 +97,11 @@ impl Cgroup {
         remove_cgroup_dir(&self.dir)
     }
     // ANCHOR_END: remove_v2
+}
+
+/// The ids of the containers with a cgroup below `<root>/crabbox`.
+pub fn container_ids(root: &Path) -> Result<Vec<String>> {
+    subdirectory_names(&root.join("crabbox"))
 }
 
 /// Makes the `needed` controllers (and whichever others of CONTROLLERS the host offers)
