@@ -147,3 +147,62 @@ fn hostname_and_pid_namespaces_still_apply() {
         Transcript::run(&mut ch03_run(&[], &common::rootfs(), &["sh", "-c", "hostname; echo $$"]));
     assert_eq!(transcript.stdout, "box\n1\n");
 }
+
+#[test]
+fn descriptors_the_caller_left_open_reach_no_process_of_the_container() {
+    let _s = common::settings().bind_to_scope();
+    let host_dir = common::temp_dir();
+    // Fd 7 is a host directory, and /proc/PID/fd/7/.. would be the host's tree.
+    let script = "ls /proc/$$/fd; cat /proc/$$/fd/7/../etc/os-release";
+    let mut ch03 = ch03_run(&[], &common::rootfs(), &["sh", "-c", script]);
+    common::inherit_fds_on(&mut ch03, host_dir.path());
+    let transcript = Transcript::run(&mut ch03);
+    assert_eq!(transcript.stdout, "0\n1\n2\n", "{transcript}");
+    assert_snapshot!("inherited_fds", transcript);
+
+    // Under --init, PID 1 is the runtime's own code, which never execs: it has to close
+    // what it inherited itself, or any process inside could read it through /proc/1/fd.
+    // (`ls` is not the last command: the shell would exec it, and $$ would be ls itself.)
+    let script = "ls /proc/1/fd /proc/$$/fd; exit";
+    let mut ch03 = ch03_run(&["--init"], &common::rootfs(), &["sh", "-c", script]);
+    common::inherit_fds_on(&mut ch03, host_dir.path());
+    let transcript = Transcript::run(&mut ch03);
+    assert_eq!(transcript.stdout, "/proc/1/fd:\n0\n1\n2\n\n/proc/2/fd:\n0\n1\n2\n", "{transcript}");
+}
+
+#[test]
+fn a_read_only_volume_is_read_only_below_its_submounts_too() {
+    let data = common::temp_dir();
+    let sub = data.path().join("sub");
+    fs::create_dir(&sub).unwrap();
+    mount_tmpfs(&sub);
+    let _unmount = common::UnmountOnDrop(sub.clone());
+    let volume = format!("{}:/tmp/data:ro", data.path().display());
+    let script = "echo changed > /tmp/data/sub/note";
+    let transcript =
+        Transcript::run(&mut ch03_run(&["-v", &volume], &common::rootfs(), &["sh", "-c", script]));
+    assert_ne!(transcript.status, 0, "{transcript}");
+    assert!(transcript.stderr.contains("Read-only file system"), "{transcript}");
+    assert!(!sub.join("note").exists(), "the write went through to the host's submount");
+}
+
+#[test]
+fn read_only_covers_the_hosts_mounts_below_the_rootfs() {
+    let rootfs = common::rootfs_copy();
+    let sub = rootfs.path.join("mnt/sub");
+    fs::create_dir_all(&sub).unwrap();
+    mount_tmpfs(&sub);
+    let _unmount = common::UnmountOnDrop(sub.clone());
+    let script = "echo changed > /mnt/sub/note";
+    let transcript =
+        Transcript::run(&mut ch03_run(&["--read-only"], &rootfs.path, &["sh", "-c", script]));
+    assert!(transcript.stderr.contains("Read-only file system"), "{transcript}");
+    assert!(!sub.join("note").exists(), "the write went through to the host's submount");
+}
+
+/// Mounts a fresh tmpfs on `dir` on the host: a submount of whatever `dir` is in.
+fn mount_tmpfs(dir: &Path) {
+    use nix::mount::{mount, MsFlags};
+    mount(Some("crabbox-test"), dir, Some("tmpfs"), MsFlags::empty(), Some("size=1m"))
+        .expect("mount a tmpfs for the check");
+}

@@ -155,3 +155,102 @@ fn processes_left_in_the_cgroup_are_killed_and_the_cgroup_removed() {
     assert_eq!(ended.unwrap().signal(), Some(9), "the stray was not killed by SIGKILL");
     assert!(cgroups.iter().all(|cgroup| !cgroup.exists()), "left behind: {cgroups:?}");
 }
+
+/// Starts a container, SIGKILLs its runtime, and waits until the container has died with
+/// it. Returns the container's id. The runtime could not remove its cgroups; any start
+/// from now on may (the checks run in parallel).
+fn container_of_a_killed_runtime() -> String {
+    let script = "echo ready; sleep 60";
+    let mut running = Running::spawn(&mut ch04_run(&[], &common::rootfs(), &["sh", "-c", script]));
+    running.wait_for_line("ready");
+    let container = running.container_pid();
+    let cgroups = common::crabbox_cgroups_of(container);
+    let id = cgroups[0].file_name().unwrap().to_string_lossy().into_owned();
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(running.wait_for_exit(), None, "the runtime was killed");
+    common::wait_until_gone("the container to die with its runtime", container);
+    id
+}
+
+fn assert_nothing_left_of(id: &str) {
+    let left = common::cgroup_dirs_named(id);
+    assert!(left.is_empty(), "the cgroups of {id} are still there: {left:?}");
+    let lock = Path::new("/run/crabbox/containers").join(format!("{id}.lock"));
+    assert!(!lock.exists(), "{} is still there", lock.display());
+}
+
+#[test]
+fn a_killed_runtimes_container_dies_with_it_and_the_next_start_removes_its_cgroups() {
+    let id = container_of_a_killed_runtime();
+    let next = Transcript::run(&mut ch04_run(&[], &common::rootfs(), &["true"]));
+    assert_eq!(next.status, 0, "{next}");
+    assert_nothing_left_of(&id);
+}
+
+#[test]
+fn cleanup_kills_and_removes_what_a_killed_runtime_left() {
+    let id = container_of_a_killed_runtime();
+    let transcript = Transcript::run(common::command("ch04").arg("cleanup"));
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert!(transcript.stderr.contains("removed the cgroups of"), "{transcript}");
+    assert_nothing_left_of(&id);
+
+    // A process still in a dead runtime's cgroup, one that escaped the end of its PID
+    // namespace, say: a host process stands for it, in every hierarchy the host has.
+    let (id, mut stray) = plant_a_stale_cgroup_with_a_process();
+    let transcript = Transcript::run(common::command("ch04").arg("cleanup"));
+    assert_eq!(transcript.status, 0, "{transcript}");
+    let mut ended = None;
+    common::poll_until("the stray process to be killed", Duration::from_secs(10), || {
+        ended = stray.try_wait().unwrap();
+        ended.is_some()
+    });
+    assert_nothing_left_of(&id);
+}
+
+/// Makes the cgroup `crabbox/<id>` of a runtime that is gone, with a host process in it.
+/// The runtime's lock is held while it is made, as a runtime holds it, so no start of
+/// another check reclaims it half-made.
+fn plant_a_stale_cgroup_with_a_process() -> (String, std::process::Child) {
+    use nix::fcntl::{Flock, FlockArg};
+    let id = format!("{:012x}", std::process::id() as u64 * 7919);
+    std::fs::create_dir_all("/run/crabbox/containers").unwrap();
+    let lock_file = std::fs::File::create(format!("/run/crabbox/containers/{id}.lock")).unwrap();
+    let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap();
+    let stray = Command::new("sleep").arg("1000").spawn().unwrap();
+    let hierarchies = match common::cgroup_version() {
+        "v2" => vec![Path::new("/sys/fs/cgroup").to_path_buf()],
+        _ => {
+            let controllers = ["memory", "cpu", "cpuacct", "pids", "freezer"];
+            let mut hierarchies: Vec<_> = controllers
+                .iter()
+                .filter_map(|name| Path::new("/sys/fs/cgroup").join(name).canonicalize().ok())
+                .collect();
+            // cpu and cpuacct are one hierarchy on most hosts, behind two links.
+            hierarchies.sort();
+            hierarchies.dedup();
+            hierarchies
+        }
+    };
+    for hierarchy in hierarchies {
+        let dir = hierarchy.join("crabbox").join(&id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cgroup.procs"), stray.id().to_string()).unwrap();
+    }
+    (id, stray)
+}
+
+#[test]
+fn a_memory_limit_the_kernel_cannot_hold_is_refused_and_one_above_the_hosts_memory_warned_of() {
+    let _s = common::settings().bind_to_scope();
+    let rootfs = common::rootfs();
+    let huge = ["--memory", "9999999999g"];
+    let transcript = Transcript::run(&mut ch04_run(&huge, &rootfs, &["true"]));
+    assert_eq!(transcript.status, 125, "{transcript}");
+    assert!(!transcript.stderr.contains("container"), "a container was created: {transcript}");
+    assert_snapshot!("memory_beyond_the_kernel", transcript);
+    let more_than_any_host = ["--memory", "99999999g"];
+    let transcript = Transcript::run(&mut ch04_run(&more_than_any_host, &rootfs, &["true"]));
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert!(transcript.stderr.contains("it will never be reached"), "{transcript}");
+}

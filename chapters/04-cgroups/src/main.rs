@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run COMMAND in its own namespaces and cgroup, with ROOTFS as its root
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Remove what containers whose runtime was killed left behind: their cgroups
     Cleanup,
 }
