@@ -62,7 +62,7 @@ fn settings_with_address(address: &str) -> insta::Settings {
 }
 
 /// What is left on the host of container `id`: its veth, its rules in nftables and
-/// iptables, its lease, its files.
+/// iptables, its lease, its files, its runtime's lock, its cgroups.
 fn leftovers_of(id: &str) -> Vec<String> {
     let mut left = Vec::new();
     let veth = format!("cbx{id}");
@@ -85,6 +85,9 @@ fn leftovers_of(id: &str) -> Vec<String> {
     );
     if Path::new("/run/crabbox/containers").join(id).exists() {
         left.push(format!("files /run/crabbox/containers/{id}"));
+    }
+    if Path::new("/run/crabbox/containers").join(format!("{id}.lock")).exists() {
+        left.push(format!("lock /run/crabbox/containers/{id}.lock"));
     }
     if !common::cgroup_dirs_named(id).is_empty() {
         left.push(format!("cgroup {id}"));
@@ -350,14 +353,13 @@ fn what_a_killed_runtime_left_is_reclaimed_by_the_next_start() {
     let mut first = announcing(&["-p", "18082:80"], "cat");
     let (first_id, _) = announcement(&first);
     let container = first.container_pid();
-    // SIGKILL: the runtime cannot clean up. Its container runs on, and keeps its lease.
+    // SIGKILL: the runtime cannot clean up. Its container dies with it, but its lease, rule,
+    // veth, files and cgroups stay.
     first.signal(nix::sys::signal::Signal::SIGKILL);
     assert_eq!(first.wait_for_exit(), None, "the runtime was killed");
-    assert!(leftovers_of(&first_id).iter().any(|left| left.starts_with("lease")));
-    kill_and_remove_cgroup(container, &first_id);
+    common::wait_until_gone("the container to die with its runtime", container);
 
-    // Now the lease is stale: the next start removes it, and the container's rule with it,
-    // and the port is free again.
+    // Now all of it is stale: the next start removes it, and the port is free again.
     let next = Transcript::run(&mut ch05_run(&["-p", "18082:80"], &common::rootfs(), &["true"]));
     assert_eq!(next.status, 0, "{next}");
     assert_nothing_left(&first_id);
@@ -407,15 +409,6 @@ fn stop(mut server: Server) {
     assert_eq!(server.running.wait_for_exit(), Some(128 + 15), "the server ends by SIGTERM");
 }
 
-/// Kills a container whose runtime is gone, and removes the cgroup the runtime left.
-fn kill_and_remove_cgroup(pid: u32, id: &str) {
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-    common::poll_until("the container to go", Duration::from_secs(10), || {
-        common::cgroup_dirs_named(id).iter().rev().all(|dir| fs::remove_dir(dir).is_ok())
-    });
-}
-
 #[test]
 fn the_host_looks_into_the_containers_namespace_with_nsenter() {
     let container = announcing(&[], "cat");
@@ -458,4 +451,17 @@ fn a_container_cannot_reach_the_hosts_loopback() {
     assert_ne!(transcript.status, 0, "{transcript}");
     let accepted = service.accept();
     assert!(accepted.is_err(), "a container reached the host's 127.0.0.2: {accepted:?}");
+}
+
+#[test]
+fn cleanup_removes_all_that_a_killed_runtime_left() {
+    let mut running = announcing(&["-p", "18084:80"], "cat");
+    let (id, _) = announcement(&running);
+    let container = running.container_pid();
+    running.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(running.wait_for_exit(), None, "the runtime was killed");
+    common::wait_until_gone("the container to die with its runtime", container);
+    let transcript = Transcript::run(common::command("ch05").arg("cleanup"));
+    assert_eq!(transcript.status, 0, "{transcript}");
+    assert_nothing_left(&id);
 }

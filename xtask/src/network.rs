@@ -1,6 +1,7 @@
-//! `cargo xtask network-rm`: removes what chapter 5's bridge network leaves on the host for
-//! the next container (the bridge crabbox0, crabbox's NAT table and chains, the address
-//! store), by running `ch05 network-rm`, which refuses while a container uses them.
+//! `cargo xtask network-rm`: removes what killed runtimes left (`ch05 cleanup`), then what
+//! chapter 5's bridge network leaves on the host for the next container (the bridge
+//! crabbox0, crabbox's NAT table and chains, the address store), by running
+//! `ch05 network-rm`, which refuses while a container uses them.
 
 use anyhow::Result;
 use xtask::project_root;
@@ -15,5 +16,6 @@ pub fn network_rm() -> Result<()> {
     let all = chapters::all()?;
     build_chapter(chapters::find(&all, NETWORK_CHAPTER)?, &all)?;
     let binary = project_root().join(format!("target/debug/ch{NETWORK_CHAPTER:02}"));
+    run(as_root(&binary).arg("cleanup"))?;
     run(as_root(&binary).arg("network-rm"))
 }
