@@ -45,7 +45,7 @@ fn checks() -> Vec<(&'static str, Finding)> {
 const CHAPTER_NEEDS: &[(u32, &[&str])] = &[
     (1, &["root", "busybox"]),
     (2, &["root", "busybox", "namespaces"]),
-    (3, &["root", "busybox", "namespaces"]),
+    (3, &["root", "busybox", "namespaces", "kernel"]),
     (4, &["root", "busybox", "namespaces", "cgroups", "kernel"]),
     (5, &["root", "busybox", "namespaces", "net namespace", "veth and bridge", "firewall"]),
     (6, &["root", "busybox", "namespaces", "overlayfs"]),
@@ -94,7 +94,8 @@ fn kernel() -> Finding {
         good(format!("Linux {release}"))
     } else {
         bad(format!(
-            "Linux {release}: the workshop needs 5.14 or newer (cgroup.kill); use a newer VM image"
+            "Linux {release}: the workshop needs 5.14 or newer (mount_setattr(2) for read-only \
+             trees from 5.12, cgroup.kill from 5.14); use a newer VM image"
         ))
     }
 }
