@@ -257,10 +257,12 @@ impl Running {
         nix::sys::signal::kill(pid, signal).expect("signal the runtime");
     }
 
-    /// Waits (bounded) for the runtime to exit and returns its exit code.
+    /// Waits (bounded) for the runtime to exit and returns its exit code. The bound is
+    /// generous: under emulation (the cgroup v2 guest), with every check of a chapter
+    /// running at once, a clean-up that runs iptables several times can take many seconds.
     pub fn wait_for_exit(&mut self) -> Option<i32> {
         let mut status = None;
-        poll_until("the runtime to exit", Duration::from_secs(20), || {
+        poll_until("the runtime to exit", Duration::from_secs(60), || {
             status = self.child.try_wait().unwrap();
             status.is_some()
         });
