@@ -81,9 +81,11 @@ pub fn reclaim_stale_cgroups(setup: CgroupSetup) -> Result<Vec<String>> {
         // A runtime takes its lock before it makes its cgroup, so a cgroup whose lock is
         // free was left by a runtime that has ended.
         let Some(_lock) = RuntimeLock::take_if_abandoned(&id)? else { continue };
+        // EXERCISE 4.5: the runtime of `id` is gone: remove its cgroup in every hierarchy it is in, killing whatever still runs there
         Cgroup::existing(setup, &id)?
             .remove()
             .with_context(|| format!("remove the cgroup of the stale container {id}"))?;
+        // END EXERCISE
         reclaimed.push(id);
     }
     Ok(reclaimed)
