@@ -1,9 +1,12 @@
 //! Cleaning up after a container, whatever happened to it.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -38,22 +41,41 @@ pub struct RuntimeLock {
 impl RuntimeLock {
     /// Takes the lock of the new container `id`, before anything of it exists.
     pub fn take(id: &str) -> Result<RuntimeLock> {
-        let (path, file) = open_lock_file(id)?;
-        let lock = Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, errno)| errno)
-            .with_context(|| format!("lock {}", path.display()))?;
-        Ok(RuntimeLock { path, _lock: lock })
+        // Only a reclaimer that removed the file between our open and our lock makes this
+        // go round again.
+        for _ in 0..100 {
+            if let Some(lock) = RuntimeLock::lock(id, FlockArg::LockExclusive)? {
+                return Ok(lock);
+            }
+        }
+        bail!("lock {}: the lock file keeps being removed", lock_path(id).display())
     }
 
     /// The lock of `id`, when no runtime holds it (or there is none): `None` while the
     /// container's runtime is alive.
     fn take_if_abandoned(id: &str) -> Result<Option<RuntimeLock>> {
-        let (path, file) = open_lock_file(id)?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(RuntimeLock { path, _lock: lock })),
-            Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, errno)) => Err(errno).with_context(|| format!("lock {}", path.display())),
-        }
+        RuntimeLock::lock(id, FlockArg::LockExclusiveNonblock)
+    }
+
+    /// Locks the lock file of `id` as `how` says. `None` when that would block, or when the
+    /// file was removed after it was opened (a reclaimer took it while it was still free):
+    /// a lock on a file that no longer has the lock's name guards nothing.
+    fn lock(id: &str, how: FlockArg) -> Result<Option<RuntimeLock>> {
+        let path = lock_path(id);
+        fs::create_dir_all(RUNTIME_LOCKS).with_context(|| format!("create {RUNTIME_LOCKS}"))?;
+        let file = File::create(&path).with_context(|| format!("open {}", path.display()))?;
+        let lock = match Flock::lock(file, how) {
+            Ok(lock) => lock,
+            Err((_, Errno::EWOULDBLOCK)) => return Ok(None),
+            Err((_, errno)) => {
+                return Err(errno).with_context(|| format!("lock {}", path.display()))
+            }
+        };
+        let locked = lock.metadata().with_context(|| format!("stat {}", path.display()))?;
+        let named = fs::metadata(&path).ok();
+        let same =
+            named.is_some_and(|named| (named.dev(), named.ino()) == (locked.dev(), locked.ino()));
+        Ok(same.then_some(RuntimeLock { path, _lock: lock }))
     }
 }
 
@@ -65,19 +87,30 @@ impl Drop for RuntimeLock {
 }
 // ANCHOR_END: runtime_lock
 
-fn open_lock_file(id: &str) -> Result<(PathBuf, File)> {
-    fs::create_dir_all(RUNTIME_LOCKS).with_context(|| format!("create {RUNTIME_LOCKS}"))?;
-    let path = Path::new(RUNTIME_LOCKS).join(format!("{id}.lock"));
-    let file = File::create(&path).with_context(|| format!("open {}", path.display()))?;
-    Ok((path, file))
+/// The ids that have a lock file in [`RUNTIME_LOCKS`].
+fn locked_ids() -> Result<Vec<String>> {
+    let entries = match fs::read_dir(RUNTIME_LOCKS) {
+        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        entries => entries.with_context(|| format!("list {RUNTIME_LOCKS}"))?,
+    };
+    let names = entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok());
+    Ok(names.filter_map(|name| Some(name.strip_suffix(".lock")?.to_string())).collect())
+}
+
+fn lock_path(id: &str) -> PathBuf {
+    Path::new(RUNTIME_LOCKS).join(format!("{id}.lock"))
 }
 
 // ANCHOR: reclaim_stale_cgroups
 /// Removes the cgroups of containers whose runtime is gone (killed with SIGKILL, say, which
-/// lets no process clean up), killing whatever still runs in them. Returns their ids.
+/// lets no process clean up), killing whatever still runs in them, and their runtimes'
+/// lock files. Returns their ids.
 pub fn reclaim_stale_cgroups(setup: CgroupSetup) -> Result<Vec<String>> {
     let mut reclaimed = Vec::new();
-    for id in container_ids(setup)? {
+    let mut ids: BTreeSet<String> = container_ids(setup)?.into_iter().collect();
+    // A runtime killed between taking its lock and making its cgroup left just the file.
+    ids.extend(locked_ids()?);
+    for id in ids {
         // A runtime takes its lock before it makes its cgroup, so a cgroup whose lock is
         // free was left by a runtime that has ended.
         let Some(_lock) = RuntimeLock::take_if_abandoned(&id)? else { continue };
