@@ -351,3 +351,19 @@ pub fn crabbox_cgroups_of(pid: u32) -> Vec<PathBuf> {
         })
         .collect()
 }
+
+// What the checks need to create the conditions a wrong answer fails under (issue 10).
+
+/// Moves the calling check (its test thread) into new namespaces of the kinds in `flags`:
+/// what a wrong runtime does to the hostname or the mount table then lands in them, never
+/// on the host, and the check sees it there. Runtimes it starts afterwards inherit them. A
+/// thread may unshare its UTS and mount namespaces alone; see unshare(2).
+pub fn isolate_this_check(flags: nix::sched::CloneFlags) {
+    nix::sched::unshare(flags).expect("unshare the check's own namespaces");
+}
+
+/// The mount table of the calling thread's mount namespace (/proc/self is the main
+/// thread's, which a check that isolated itself has left).
+pub fn mounts_of_this_check() -> String {
+    fs::read_to_string("/proc/thread-self/mountinfo").expect("read /proc/thread-self/mountinfo")
+}
