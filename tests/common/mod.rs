@@ -367,3 +367,18 @@ pub fn isolate_this_check(flags: nix::sched::CloneFlags) {
 pub fn mounts_of_this_check() -> String {
     fs::read_to_string("/proc/thread-self/mountinfo").expect("read /proc/thread-self/mountinfo")
 }
+
+/// Gives the calling check a mount namespace of its own in which every mount is shared, as
+/// systemd makes the host's (mount_namespaces(7), "Shared subtrees"), in peer groups of its
+/// own: a runtime that does not make its mounts private propagates them into this one,
+/// which [`mounts_of_this_check`] shows, and never into the host's.
+pub fn share_every_mount_of_this_check() {
+    use nix::mount::{mount, MsFlags};
+    isolate_this_check(nix::sched::CloneFlags::CLONE_NEWNS);
+    let none = None::<&str>;
+    // Private first: a copy of a shared mount is a peer of the host's until cut off.
+    for propagation in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+        mount(none, "/", none, MsFlags::MS_REC | propagation, none)
+            .expect("change the propagation of the check's mounts");
+    }
+}
