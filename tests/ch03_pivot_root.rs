@@ -13,7 +13,12 @@ use common::{EscapeCheck, Transcript};
 use insta::assert_snapshot;
 use nix::sys::stat::{umask, Mode};
 
+/// A `ch03 run` command. The check moves into a mount namespace of its own first, with every
+/// mount shared as on a systemd host: what a runtime that does not keep its mounts private
+/// mounts or unmounts reaches that namespace (where the mount-table checks look), never
+/// the host's.
 fn ch03_run<S: AsRef<OsStr>>(options: &[&str], rootfs: &Path, command: &[S]) -> Command {
+    common::share_every_mount_of_this_check();
     let mut ch03 = common::command("ch03");
     ch03.arg("run").args(["--hostname", "box"]).args(options).arg(rootfs).arg("--").args(command);
     ch03
@@ -144,16 +149,14 @@ fn a_relative_volume_target_is_refused() {
 
 #[test]
 fn the_hosts_mount_table_is_unchanged_by_a_run() {
-    // The run's "host" is a namespace of this check's in which every mount is shared, as on a
-    // systemd host: mounts the container makes without making its own private appear in it.
-    common::share_every_mount_of_this_check();
     let rootfs = common::rootfs_copy();
     let data = common::temp_dir();
     let volume = format!("{}:/data", data.path().display());
-    let before = common::mounts_of_this_check();
     let options = ["--read-only", "-v", &volume];
-    let transcript =
-        Transcript::run(&mut ch03_run(&options, &rootfs.path, &["cat", "/proc/mounts"]));
+    let mut ch03 = ch03_run(&options, &rootfs.path, &["cat", "/proc/mounts"]);
+    // The "host" is the check's own namespace, where every mount is shared (see ch03_run).
+    let before = common::mounts_of_this_check();
+    let transcript = Transcript::run(&mut ch03);
     assert_eq!(transcript.status, 0, "{transcript}");
     assert_eq!(common::mounts_of_this_check(), before);
 }
@@ -165,10 +168,11 @@ fn the_hosts_mount_table_is_unchanged_by_a_run_that_failed_half_way() {
     let rootfs = common::rootfs_copy();
     fs::remove_dir(rootfs.path.join("dev")).unwrap();
     fs::write(rootfs.path.join("dev"), "not a directory").unwrap();
-    let before = common::host_mounts();
-    let transcript = Transcript::run(&mut ch03_run(&[], &rootfs.path, &["true"]));
+    let mut ch03 = ch03_run(&[], &rootfs.path, &["true"]);
+    let before = common::mounts_of_this_check();
+    let transcript = Transcript::run(&mut ch03);
     assert_eq!(transcript.status, 125);
-    assert_eq!(common::host_mounts(), before);
+    assert_eq!(common::mounts_of_this_check(), before);
     assert_snapshot!("failed_half_way", transcript);
 }
 
