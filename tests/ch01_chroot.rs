@@ -33,21 +33,24 @@ fn os_release_is_the_rootfs_one() {
 
 #[test]
 fn working_directory_is_the_new_root() {
-    let transcript = Transcript::run(&mut ch01_run(&common::rootfs(), &["sh", "-c", "pwd; ls"]));
-    let listing = Transcript::run(&mut ch01_run(&common::rootfs(), &["ls", "/"]));
+    // Commands named by their path: this check and 1.2's need no $PATH search (exercise 1.3).
+    let transcript =
+        Transcript::run(&mut ch01_run(&common::rootfs(), &["/bin/sh", "-c", "pwd; ls"]));
+    let listing = Transcript::run(&mut ch01_run(&common::rootfs(), &["/bin/ls", "/"]));
     assert_eq!(transcript.stdout, format!("/\n{}", listing.stdout));
 }
 
 #[test]
 fn exit_status_is_the_commands() {
-    let transcript = Transcript::run(&mut ch01_run(&common::rootfs(), &["sh", "-c", "exit 3"]));
+    let transcript =
+        Transcript::run(&mut ch01_run(&common::rootfs(), &["/bin/sh", "-c", "exit 3"]));
     assert_eq!(transcript.status, 3);
 }
 
 #[test]
 fn killed_by_a_signal_exits_with_128_plus_its_number() {
     let _s = common::settings().bind_to_scope();
-    let mut ch01 = ch01_run(&common::rootfs(), &["sh", "-c", "kill -KILL $$"]);
+    let mut ch01 = ch01_run(&common::rootfs(), &["/bin/sh", "-c", "kill -KILL $$"]);
     let transcript = Transcript::run(&mut ch01);
     assert_eq!(transcript.status, 128 + 9);
     assert_snapshot!("killed_by_signal", transcript);
@@ -101,6 +104,24 @@ fn command_not_found_exits_127() {
     let transcript = Transcript::run(&mut ch01_run(&common::rootfs(), &["bash"]));
     assert_eq!(transcript.status, 127);
     assert_snapshot!("command_not_found", transcript);
+}
+
+#[test]
+fn a_directory_on_the_path_is_not_the_command() {
+    // The first directory of the container's PATH holds a directory named like the
+    // command, the last one the command itself: only a file is a command (execvp(3)).
+    let rootfs = common::rootfs_copy();
+    let path = Transcript::run(&mut ch01_run(&rootfs.path, &["sh", "-c", "echo \"$PATH\""]));
+    let dirs: Vec<&str> = path.stdout.trim().split(':').filter(|dir| !dir.is_empty()).collect();
+    assert!(dirs.len() >= 2, "the container's PATH has two directories at least: {path}");
+    let inside = |dir: &str| rootfs.path.join(dir.trim_start_matches('/'));
+    fs::create_dir_all(inside(dirs[0]).join("crabbox-tool")).unwrap();
+    let tool = inside(dirs[dirs.len() - 1]).join("crabbox-tool");
+    fs::create_dir_all(tool.parent().unwrap()).unwrap();
+    fs::write(&tool, "#!/bin/sh\necho the tool ran\n").unwrap();
+    fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let transcript = Transcript::run(&mut ch01_run(&rootfs.path, &["crabbox-tool"]));
+    assert_eq!((transcript.stdout.as_str(), transcript.status), ("the tool ran\n", 0));
 }
 
 #[test]

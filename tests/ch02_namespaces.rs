@@ -11,14 +11,19 @@ use std::time::Duration;
 
 use common::{Running, Transcript};
 use insta::assert_snapshot;
+use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
+/// A `ch02 run` command. The check moves into a UTS namespace of its own first, so a runtime
+/// that sets the hostname outside the container's renames that one, not the host.
 fn ch02_run<S: AsRef<OsStr>>(options: &[&str], rootfs: &Path, command: &[S]) -> Command {
+    common::isolate_this_check(CloneFlags::CLONE_NEWUTS);
     let mut ch02 = common::command("ch02");
     ch02.arg("run").args(options).arg(rootfs).arg("--").args(command);
     ch02
 }
 
+/// The hostname of the UTS namespace the runtime starts in: the host's, or the check's own.
 fn hostname_of_host() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname").unwrap()
 }
@@ -60,6 +65,13 @@ fn the_command_is_pid_1() {
     let transcript = Transcript::run(&mut ch02);
     assert_eq!(transcript.stdout, "1\n");
     assert_snapshot!("pid_1", transcript);
+}
+
+#[test]
+fn a_command_that_cannot_start_exits_127() {
+    // The command never replaces the child: the status is the one the child returns.
+    let mut ch02 = ch02_run(&["--hostname", "box"], &common::rootfs(), &["crabbox-nothing"]);
+    assert_eq!(Transcript::run(&mut ch02).status, 127);
 }
 
 #[test]
@@ -136,12 +148,16 @@ fn without_init_orphans_become_zombies_of_pid_1() {
     });
 }
 
-/// Makes three orphans: each `sh -c 'true &'` ends before its `true` does, so the kernel
-/// re-parents the `true`s to PID 1. Then the command says `ready` and becomes `sleep`.
-const MAKE_ORPHANS: &str = "for i in 1 2 3; do sh -c 'true &'; done; echo ready; exec sleep 1000";
+/// Makes three orphans: each `sh -c 'sleep 1000 &'` ends before its `sleep` does, so the
+/// kernel re-parents the `sleep`s to PID 1. Then the command says `ready` and becomes a sleep
+/// of its own.
+const MAKE_ORPHANS: &str =
+    "for i in 1 2 3; do sh -c 'sleep 1000 &'; done; echo ready; exec sleep 2000";
 
 #[test]
 fn init_reaps_zombies() {
+    use nix::sys::signal::kill;
+    use nix::unistd::Pid;
     // The shell gives background jobs /dev/null as stdin; this chapter's /dev is empty.
     let rootfs = common::rootfs_copy();
     let dev_null = rootfs.path.join("dev/null");
@@ -152,8 +168,26 @@ fn init_reaps_zombies() {
     let mut running = Running::spawn(&mut ch02);
     running.wait_for_line("ready");
     let init = running.container_pid();
-    // The orphans became children of the init; once they end it reaps them, and only the
-    // command (now `sleep`) is left.
+    let is_orphan = |pid: &u32| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|cmdline| cmdline == b"sleep\x001000\x00")
+    };
+    let mut orphans = Vec::new();
+    common::poll_until("three orphans re-parented to the init", Duration::from_secs(10), || {
+        orphans = common::children_of(init).into_iter().filter(is_orphan).collect();
+        orphans.len() == 3
+    });
+    // The orphans end while the init is stopped, so their three SIGCHLDs arrive as one (a
+    // standard signal is pending or not; see signal(7)): the init must reap in a loop.
+    kill(Pid::from_raw(init as i32), Signal::SIGSTOP).unwrap();
+    for &orphan in &orphans {
+        kill(Pid::from_raw(orphan as i32), Signal::SIGKILL).unwrap();
+    }
+    common::poll_until("the orphans to end", Duration::from_secs(10), || {
+        orphans.iter().all(|&pid| common::process_state(pid) == Some('Z'))
+    });
+    kill(Pid::from_raw(init as i32), Signal::SIGCONT).unwrap();
+    // Once it runs again, it reaps them, and only the command is left.
     common::poll_until("the init to reap the orphans", Duration::from_secs(10), || {
         common::children_of(init).len() == 1
     });

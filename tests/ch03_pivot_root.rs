@@ -11,8 +11,14 @@ use std::process::Command;
 
 use common::{EscapeCheck, Transcript};
 use insta::assert_snapshot;
+use nix::sys::stat::{umask, Mode};
 
+/// A `ch03 run` command. The check moves into a mount namespace of its own first, with every
+/// mount shared as on a systemd host: what a runtime that does not keep its mounts private
+/// mounts or unmounts reaches that namespace (where the mount-table checks look), never
+/// the host's.
 fn ch03_run<S: AsRef<OsStr>>(options: &[&str], rootfs: &Path, command: &[S]) -> Command {
+    common::share_every_mount_of_this_check();
     let mut ch03 = common::command("ch03");
     ch03.arg("run").args(["--hostname", "box"]).args(options).arg(rootfs).arg("--").args(command);
     ch03
@@ -47,6 +53,33 @@ fn devices_work() {
     let script = "echo gone > /dev/null && head -c 4 /dev/zero | wc -c && head -c 8 /dev/urandom | wc -c && echo out > /dev/stdout";
     let transcript = Transcript::run(&mut ch03_run(&[], &common::rootfs(), &["sh", "-c", script]));
     assert_eq!(transcript.stdout, "4\n8\nout\n", "{transcript}");
+}
+
+#[test]
+fn devices_work_for_a_user_other_than_root() {
+    use std::os::unix::process::CommandExt;
+    // mknod(2) applies the umask; the usual 022 would leave the devices writable by root only.
+    let script = "echo gone > /dev/null && head -c 4 /dev/zero | wc -c";
+    let as_nobody = ["su", "-s", "/bin/sh", "nobody", "-c", script];
+    let mut ch03 = ch03_run(&[], &common::rootfs(), &as_nobody);
+    let set_umask = || {
+        umask(Mode::from_bits_truncate(0o022));
+        Ok(())
+    };
+    // SAFETY: umask(2) is async-signal-safe and touches no memory of the parent.
+    unsafe { ch03.pre_exec(set_umask) };
+    let transcript = Transcript::run(&mut ch03);
+    assert_eq!(transcript.stdout, "4\n", "{transcript}");
+}
+
+#[test]
+fn proc_is_mounted_nosuid_nodev_noexec() {
+    let script = "grep ' /proc proc ' /proc/mounts";
+    let transcript = Transcript::run(&mut ch03_run(&[], &common::rootfs(), &["sh", "-c", script]));
+    let options: Vec<&str> = transcript.stdout.split(' ').nth(3).unwrap_or("").split(',').collect();
+    for wanted in ["nosuid", "nodev", "noexec"] {
+        assert!(options.contains(&wanted), "/proc is not {wanted}: {transcript}");
+    }
 }
 
 #[test]
@@ -118,13 +151,14 @@ fn a_relative_volume_target_is_refused() {
 fn the_hosts_mount_table_is_unchanged_by_a_run() {
     let rootfs = common::rootfs_copy();
     let data = common::temp_dir();
-    let volume = format!("{}:/data:ro", data.path().display());
-    let before = common::host_mounts();
+    let volume = format!("{}:/data", data.path().display());
     let options = ["--read-only", "-v", &volume];
-    let transcript =
-        Transcript::run(&mut ch03_run(&options, &rootfs.path, &["cat", "/proc/mounts"]));
+    let mut ch03 = ch03_run(&options, &rootfs.path, &["cat", "/proc/mounts"]);
+    // The "host" is the check's own namespace, where every mount is shared (see ch03_run).
+    let before = common::mounts_of_this_check();
+    let transcript = Transcript::run(&mut ch03);
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert_eq!(common::host_mounts(), before);
+    assert_eq!(common::mounts_of_this_check(), before);
 }
 
 #[test]
@@ -134,10 +168,11 @@ fn the_hosts_mount_table_is_unchanged_by_a_run_that_failed_half_way() {
     let rootfs = common::rootfs_copy();
     fs::remove_dir(rootfs.path.join("dev")).unwrap();
     fs::write(rootfs.path.join("dev"), "not a directory").unwrap();
-    let before = common::host_mounts();
-    let transcript = Transcript::run(&mut ch03_run(&[], &rootfs.path, &["true"]));
+    let mut ch03 = ch03_run(&[], &rootfs.path, &["true"]);
+    let before = common::mounts_of_this_check();
+    let transcript = Transcript::run(&mut ch03);
     assert_eq!(transcript.status, 125);
-    assert_eq!(common::host_mounts(), before);
+    assert_eq!(common::mounts_of_this_check(), before);
     assert_snapshot!("failed_half_way", transcript);
 }
 

@@ -128,6 +128,13 @@ fn a_bad_limit_fails_before_anything_is_created() {
     assert_snapshot!("swap_without_memory", transcript);
     let transcript = Transcript::run(&mut ch04_run(&["--cpus", "0"], &rootfs, &["true"]));
     assert_eq!(transcript.status, 2, "{transcript}");
+    let transcript = Transcript::run(&mut ch04_run(&["--memory", "0"], &rootfs, &["true"]));
+    assert_eq!(transcript.status, 2, "{transcript}");
+    // 1000k is less than 1m, which is 1024k.
+    let options = ["--memory", "1m", "--memory-swap", "1000k"];
+    let transcript = Transcript::run(&mut ch04_run(&options, &rootfs, &["true"]));
+    assert_eq!(transcript.status, 125, "{transcript}");
+    assert!(!transcript.stderr.contains("container"), "a container was created: {transcript}");
 }
 
 #[test]

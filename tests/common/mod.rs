@@ -385,3 +385,34 @@ pub fn inherit_fds_on(command: &mut Command, dir: &Path) {
 pub fn wait_until_gone(what: &str, pid: u32) {
     poll_until(what, Duration::from_secs(10), || matches!(process_state(pid), None | Some('Z')));
 }
+
+// What the checks need to create the conditions a wrong answer fails under (issue 10).
+
+/// Moves the calling check (its test thread) into new namespaces of the kinds in `flags`:
+/// what a wrong runtime does to the hostname or the mount table then lands in them, never
+/// on the host, and the check sees it there. Runtimes it starts afterwards inherit them. A
+/// thread may unshare its UTS and mount namespaces alone; see unshare(2).
+pub fn isolate_this_check(flags: nix::sched::CloneFlags) {
+    nix::sched::unshare(flags).expect("unshare the check's own namespaces");
+}
+
+/// The mount table of the calling thread's mount namespace (/proc/self is the main
+/// thread's, which a check that isolated itself has left).
+pub fn mounts_of_this_check() -> String {
+    fs::read_to_string("/proc/thread-self/mountinfo").expect("read /proc/thread-self/mountinfo")
+}
+
+/// Gives the calling check a mount namespace of its own in which every mount is shared, as
+/// systemd makes the host's (mount_namespaces(7), "Shared subtrees"), in peer groups of its
+/// own: a runtime that does not make its mounts private propagates them into this one,
+/// which [`mounts_of_this_check`] shows, and never into the host's.
+pub fn share_every_mount_of_this_check() {
+    use nix::mount::{mount, MsFlags};
+    isolate_this_check(nix::sched::CloneFlags::CLONE_NEWNS);
+    let none = None::<&str>;
+    // Private first: a copy of a shared mount is a peer of the host's until cut off.
+    for propagation in [MsFlags::MS_PRIVATE, MsFlags::MS_SHARED] {
+        mount(none, "/", none, MsFlags::MS_REC | propagation, none)
+            .expect("change the propagation of the check's mounts");
+    }
+}

@@ -101,11 +101,11 @@ fn restore_sigpipe() {
 /// Finds `command` the way execvp(3) does: a name with a `/` is a path, any other name is
 /// looked for in each directory of `search_path` (a colon-separated `$PATH`).
 pub fn find_command(command: &str, search_path: &str) -> Option<PathBuf> {
-    // EXERCISE 1.3: return the path of `command`: itself if it contains a '/', else the first `dir/command` that exists for a dir of `search_path`
     if command.contains('/') {
         let path = PathBuf::from(command);
         return path.exists().then_some(path);
     }
+    // EXERCISE 1.3: return the first `dir/command` that is a file, for a dir of `search_path` in turn
     search_path
         .split(':')
         .filter(|dir| !dir.is_empty())

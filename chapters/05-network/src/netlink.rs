@@ -77,7 +77,7 @@ impl Netlink {
         peer_mac: [u8; 6],
         peer_netns: BorrowedFd,
     ) -> io::Result<()> {
-        // EXERCISE 5.1: ask the kernel (RTM_NEWLINK) for a veth pair whose peer is created in `peer_netns`
+        // EXERCISE 5.3: ask the kernel (RTM_NEWLINK) for a veth pair whose peer is created in `peer_netns`
         // The peer is a whole link message of its own, nested in the veth's link info
         // (IFLA_INFO_DATA, VETH_INFO_PEER). Creating it in the namespace with its final
         // name is the same as `ip link set PEER netns NS name eth0` after, in one step:

@@ -28,7 +28,7 @@ pub fn open_netns(path: &Path) -> Result<OwnedFd> {
 // ANCHOR: join_netns
 /// Moves the calling thread into the network namespace `netns`.
 pub fn join_netns(netns: BorrowedFd) -> Result<()> {
-    // EXERCISE 5.5: move this thread into the network namespace `netns`
+    // EXERCISE 5.1: move this thread into the network namespace `netns`
     setns(netns, CloneFlags::CLONE_NEWNET).context("join the network namespace")
     // END EXERCISE
 }

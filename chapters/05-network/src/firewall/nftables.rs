@@ -60,7 +60,7 @@ pub fn publish(id: &str, address: Ipv4Addr, ports: &[PublishedPort]) -> Result<(
     let comment = rule_comment(id);
     let mut script = String::new();
     for port in ports {
-        // EXERCISE 5.3: add a rule to the `published` chain that sends the host's port to the container's
+        // EXERCISE 5.5: add a rule to the `published` chain that sends the host's port to the container's
         // See nft(8), "NAT STATEMENTS": `dnat to ADDRESS:PORT`.
         let (protocol, host, container) = (port.protocol.name(), port.host, port.container);
         script.push_str(&format!(
