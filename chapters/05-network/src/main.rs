@@ -145,7 +145,7 @@ fn set_up_container(container: &Container) -> Result<()> {
 fn remove_network() -> Result<()> {
     require_root("ch05")?;
     let mut leases = Leases::lock(Path::new(LEASES_FILE))?;
-    reclaim_stale(&mut leases)?;
+    reclaim_stale(&mut leases, None)?;
     if let Some(lease) = leases.leases().first() {
         bail!("container {} still uses {BRIDGE} ({}); stop it first", lease.id, lease.address);
     }
