@@ -184,8 +184,12 @@ impl SharedMade {
 /// host, and the rules of another subnet's bridge may be in a namespace of their own,
 /// which this runtime's netlink sockets do not reach.
 pub fn reclaim_stale(leases: &mut Leases, subnet: Option<&Subnet>) -> Result<()> {
-    for stale in leases.take_stale(subnet) {
-        forget(&stale.id, !stale.ports.is_empty())?;
+    let stale = leases.take_stale(subnet);
+    if stale.is_empty() {
+        return Ok(());
+    }
+    for lease in stale {
+        forget(&lease.id, !lease.ports.is_empty())?;
     }
     leases.save()
 }
