@@ -247,18 +247,8 @@ impl Outside {
         let pid = std::process::id();
         let netns = Netns::new("outside");
         let (host_end, peer) = (format!("cbxout{pid}"), format!("cbxoutp{pid}"));
-        ip(&[
-            "link",
-            "add",
-            &host_end,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            &netns.name,
-        ]);
+        let veth = ["link", "add", &host_end, "type", "veth", "peer", "name", &peer];
+        ip(&[&veth[..], &["netns", &netns.name]].concat());
         ip(&["addr", "add", "10.99.0.1/30", "dev", &host_end]);
         ip(&["link", "set", &host_end, "up"]);
         netns.ip(&["addr", "add", "10.99.0.2/30", "dev", &peer]);
