@@ -15,7 +15,7 @@
 
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use super::nfnetlink::{Element, Nftables};
 use super::{rule_comment, run_tool};
@@ -37,7 +37,8 @@ fn table_comment(subnet: &Subnet) -> String {
 /// Makes sure crabbox's table is in place, and returns whether this call created it.
 pub fn set_up_nat(subnet: &Subnet) -> Result<bool> {
     let comment = table_comment(subnet);
-    let found = open()?.table_comment(TABLE).context("look for nft table ip crabbox")?;
+    let mut nftables = open()?;
+    let found = nftables.table_comment(TABLE).context("look for nft table ip crabbox")?;
     if found.as_deref() == Some(comment.as_str()) {
         return Ok(false);
     }
@@ -78,6 +79,17 @@ table ip crabbox {{
 "#
     );
     run_tool("nft", &["-f", "-"], Some(&script))?;
+    // Linux keeps a table's comment from 5.10 on; before, every start would replace the
+    // table, and the published ports of the containers running with it.
+    if nftables.table_comment(TABLE)?.as_deref() != Some(comment.as_str()) {
+        if found.is_none() {
+            remove_all()?;
+        }
+        bail!(
+            "this kernel keeps no comment on an nft table (Linux 5.10 and later do); \
+             use --firewall iptables"
+        );
+    }
     Ok(found.is_none())
 }
 // ANCHOR_END: set_up_nat
