@@ -93,6 +93,12 @@ fn leftovers_of(id: &str) -> Vec<String> {
 }
 
 fn assert_nothing_left(id: &str) {
+    // The kernel deletes the veth pair with the container's network namespace, a moment
+    // after the container has ended; the runtime only unplugs it.
+    let veth = Path::new("/sys/class/net").join(format!("cbx{id}"));
+    common::poll_until("the veth to go with its namespace", Duration::from_secs(10), || {
+        !veth.exists()
+    });
     let left = leftovers_of(id);
     assert!(left.is_empty(), "container {id} left this behind: {left:#?}");
 }
@@ -445,7 +451,9 @@ fn a_start_that_fails_late_undoes_every_step() {
     assert_eq!(network_in(&netns), before, "{transcript}");
     assert_eq!(leases_in(subnet), Vec::<String>::new(), "{transcript}");
     let id = common::announced_id(&transcript.stderr);
-    assert!(netns.output_of("ip", &["-o", "link"]).lines().all(|line| !line.contains(&id)));
+    common::poll_until("the veth to go with its namespace", Duration::from_secs(10), || {
+        !netns.output_of("ip", &["-o", "link"]).contains(&id)
+    });
     assert_nothing_left(&id);
 }
 

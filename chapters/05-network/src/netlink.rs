@@ -98,7 +98,8 @@ impl Netlink {
     }
     // ANCHOR_END: create_veth
 
-    /// Plugs link `index` into the bridge `bridge`: `ip link set DEV master BRIDGE`.
+    /// Plugs link `index` into the bridge `bridge`: `ip link set DEV master BRIDGE`; bridge 0
+    /// unplugs it (`nomaster`).
     pub fn set_controller(&mut self, index: u32, bridge: u32) -> io::Result<()> {
         let mut message = LinkMessage::default();
         message.header.index = index;

@@ -194,8 +194,8 @@ pub fn reclaim_stale(leases: &mut Leases, subnet: Option<&Subnet>) -> Result<()>
     leases.save()
 }
 
-/// Removes a container's rules, if it `published` ports, its veth, if its namespace is
-/// still alive, and its files. Runs every step, and returns the first error.
+/// Removes a container's rules, if it `published` ports, and its files, and unplugs its
+/// veth, if its namespace is still alive. Runs every step, and returns the first error.
 fn forget(id: &str, published: bool) -> Result<()> {
     let mut results = Vec::new();
     if published {
@@ -235,9 +235,9 @@ impl Attachment {
     }
 
     // ANCHOR: detach
-    /// Removes the container's rules, veth, files and, last, its lease. Each step finds by
-    /// the container's id what is there, so detaching what was only half attached, or
-    /// twice, is fine.
+    /// Removes the container's rules, its files, its veth from the bridge and, last, its
+    /// lease. Each step finds by the container's id what is there, so detaching what was
+    /// only half attached, or twice, is fine.
     pub fn detach(&mut self) -> Result<()> {
         if !self.on_bridge {
             return Ok(());

@@ -14,6 +14,7 @@
 //! deleted over netlink, so starts and exits run no `nft` process.
 
 use std::net::Ipv4Addr;
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use anyhow::{bail, Context, Result};
 
@@ -37,7 +38,7 @@ fn table_comment(subnet: &Subnet) -> String {
 /// Makes sure crabbox's table is in place, and returns whether this call created it.
 pub fn set_up_nat(subnet: &Subnet) -> Result<bool> {
     let comment = table_comment(subnet);
-    let mut nftables = open()?;
+    let mut nftables = socket()?;
     let found = nftables.table_comment(TABLE).context("look for nft table ip crabbox")?;
     if found.as_deref() == Some(comment.as_str()) {
         return Ok(false);
@@ -82,6 +83,7 @@ table ip crabbox {{
     // Linux keeps a table's comment from 5.10 on; before, every start would replace the
     // table, and the published ports of the containers running with it.
     if nftables.table_comment(TABLE)?.as_deref() != Some(comment.as_str()) {
+        drop(nftables);
         if found.is_none() {
             remove_all()?;
         }
@@ -101,7 +103,7 @@ pub fn publish(id: &str, address: Ipv4Addr, ports: &[PublishedPort]) -> Result<(
         return Ok(());
     }
     let elements: Vec<Element> = ports.iter().map(|port| port_element(id, address, port)).collect();
-    open()?.add_elements(TABLE, PORTS, &elements).context("add the published ports to @ports")
+    socket()?.add_elements(TABLE, PORTS, &elements).context("add the published ports to @ports")
 }
 
 /// The element of the map `ports` that sends the host's port to the container's:
@@ -126,7 +128,7 @@ pub fn register(field: &[u8]) -> Vec<u8> {
 
 /// Deletes container `id`'s elements from the map, and says whether it had any.
 pub fn unpublish(id: &str) -> Result<bool> {
-    let mut nftables = open()?;
+    let mut nftables = socket()?;
     let Some(elements) = nftables.elements(TABLE, PORTS).context("list @ports")? else {
         return Ok(false);
     };
@@ -141,14 +143,28 @@ pub fn unpublish(id: &str) -> Result<bool> {
 }
 
 pub fn remove_all() -> Result<()> {
-    if open()?.table_comment(TABLE)?.is_some() {
+    let found = socket()?.table_comment(TABLE)?;
+    if found.is_some() {
         run_tool("nft", &["delete", "table", "ip", TABLE], None)?;
     }
     Ok(())
 }
 
-fn open() -> Result<Nftables> {
-    Nftables::open().context("open a netfilter netlink socket")
+/// The runtime's one netfilter socket, opened on first use. One for the runtime's whole
+/// life, because closing one is slow right after a change: nf_tables frees what a change
+/// replaced only after an RCU grace period, in a worker, and a socket's close waits for
+/// that worker when it has not run yet (nft_rcv_nl_event in net/netfilter/nf_tables_api.c),
+/// some 10 ms. When the runtime exits, the worker has long run.
+fn socket() -> Result<MutexGuard<'static, Nftables>> {
+    static SOCKET: OnceLock<Mutex<Nftables>> = OnceLock::new();
+    let socket = match SOCKET.get() {
+        Some(socket) => socket,
+        None => {
+            let opened = Nftables::open().context("open a netfilter netlink socket")?;
+            SOCKET.get_or_init(|| Mutex::new(opened))
+        }
+    };
+    Ok(socket.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
 #[cfg(test)]
