@@ -183,7 +183,9 @@ fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
 
     // The map element that does it, in crabbox's table, carries the container's id.
     let map = output_of(Command::new("nft").args(["list", "map", "ip", "crabbox", "ports"]));
-    let element = map.lines().find(|line| line.contains(&id)).expect("an element for it");
+    let line = map.lines().find(|line| line.contains(&id)).expect("an element for it");
+    // nft lists every element in one `elements = { …, … }`, a line each: this one alone.
+    let element = line.trim().trim_start_matches("elements = {").trim_end_matches([',', '}']);
     let _s = settings_with_address(&address.to_string()).bind_to_scope();
     assert_snapshot!("published_element", element.trim());
 
