@@ -96,6 +96,12 @@ fn leftovers_of(id: &str) -> Vec<String> {
 }
 
 fn assert_nothing_left(id: &str) {
+    // The kernel deletes the veth pair with the container's network namespace, a moment
+    // after the container has ended; the runtime only unplugs it.
+    let veth = Path::new("/sys/class/net").join(format!("cbx{id}"));
+    common::poll_until("the veth to go with its namespace", Duration::from_secs(10), || {
+        !veth.exists()
+    });
     let left = leftovers_of(id);
     assert!(left.is_empty(), "container {id} left this behind: {left:#?}");
 }
@@ -178,12 +184,13 @@ fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
     assert_serves(([127, 0, 0, 1], 18080).into(), "hello from the container");
     assert_serves((GATEWAY.parse::<Ipv4Addr>().unwrap(), 18080).into(), "hello from the container");
 
-    // The rule that does it, in crabbox's table, carries the container's id.
-    let rules =
-        output_of(Command::new("nft").args(["list", "chain", "ip", "crabbox", "published"]));
-    let rule = rules.lines().find(|line| line.contains(&id)).expect("a rule for the container");
+    // The map element that does it, in crabbox's table, carries the container's id.
+    let map = output_of(Command::new("nft").args(["list", "map", "ip", "crabbox", "ports"]));
+    let line = map.lines().find(|line| line.contains(&id)).expect("an element for it");
+    // nft lists every element in one `elements = { …, … }`, a line each: this one alone.
+    let element = line.trim().trim_start_matches("elements = {").trim_end_matches([',', '}']);
     let _s = settings_with_address(&address.to_string()).bind_to_scope();
-    assert_snapshot!("published_rule", rule.trim());
+    assert_snapshot!("published_element", element.trim());
 
     // A second container cannot take the same port.
     let second = Transcript::run(&mut ch05_run(&["-p", "18080:80"], &common::rootfs(), &["true"]));
@@ -195,10 +202,53 @@ fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
     assert_nothing_left(&id);
 }
 
-/// A network namespace of the checks' own that stands in for a machine outside the host:
-/// a veth from the host (10.99.0.1/30) to it (10.99.0.2/30). Removed on drop.
-struct Outside {
+/// A network namespace of the checks' own, `crabbox-PURPOSE-PID` under /run/netns (what
+/// `ip netns add` makes). Removed on drop, and with it every link in it.
+struct Netns {
     name: String,
+}
+
+impl Netns {
+    fn new(purpose: &str) -> Netns {
+        let netns = Netns { name: format!("crabbox-{purpose}-{}", std::process::id()) };
+        ip(&["netns", "add", &netns.name]);
+        netns
+    }
+
+    /// Runs `work` on a thread of the checks that joins the namespace (setns(2) moves only
+    /// the calling thread); a command that thread starts runs in the namespace too.
+    fn run<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
+        let netns = fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
+        std::thread::scope(|scope| {
+            let thread = scope.spawn(|| {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                work()
+            });
+            thread.join().unwrap()
+        })
+    }
+
+    /// `ip -n NAME ARGS…`: `ip` acting in the namespace.
+    fn ip(&self, args: &[&str]) {
+        ip(&[&["-n", self.name.as_str()], args].concat());
+    }
+
+    /// What a host tool prints about the namespace, like `nft list ruleset` there.
+    fn output_of(&self, program: &str, args: &[&str]) -> String {
+        self.run(|| output_of(Command::new(program).args(args)))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+/// A network namespace of the checks' own that stands in for a machine outside the host:
+/// a veth from the host (10.99.0.1/30) to it (10.99.0.2/30).
+struct Outside {
+    netns: Netns,
 }
 
 impl Outside {
@@ -206,36 +256,20 @@ impl Outside {
 
     fn new() -> Outside {
         let pid = std::process::id();
-        let outside = Outside { name: format!("crabbox-outside-{pid}") };
-        let (name, host_end, peer) =
-            (&outside.name, format!("cbxout{pid}"), format!("cbxoutp{pid}"));
-        ip(&["netns", "add", name]);
-        ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &peer, "netns", name]);
+        let netns = Netns::new("outside");
+        let (host_end, peer) = (format!("cbxout{pid}"), format!("cbxoutp{pid}"));
+        let veth = ["link", "add", &host_end, "type", "veth", "peer", "name", &peer];
+        ip(&[&veth[..], &["netns", &netns.name]].concat());
         ip(&["addr", "add", "10.99.0.1/30", "dev", &host_end]);
         ip(&["link", "set", &host_end, "up"]);
-        ip(&["-n", name, "addr", "add", "10.99.0.2/30", "dev", &peer]);
-        ip(&["-n", name, "link", "set", &peer, "up"]);
-        outside
+        netns.ip(&["addr", "add", "10.99.0.2/30", "dev", &peer]);
+        netns.ip(&["link", "set", &peer, "up"]);
+        Outside { netns }
     }
 
-    /// Fetches `/` from `address`, from inside: on a thread of the checks that joins the
-    /// namespace (setns(2) moves only the calling thread).
+    /// Fetches `/` from `address`, from inside.
     fn fetch(&self, address: SocketAddr) -> Option<String> {
-        let netns = fs::File::open(format!("/run/netns/{}", self.name)).ok()?;
-        std::thread::scope(|scope| {
-            let client = scope.spawn(|| {
-                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
-                http_get(address)
-            });
-            client.join().ok().flatten()
-        })
-    }
-}
-
-impl Drop for Outside {
-    /// The namespace goes, and with it the veth pair.
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+        self.netns.run(|| http_get(address))
     }
 }
 
@@ -345,14 +379,94 @@ fn a_start_that_fails_leaves_nothing() {
     let missing = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["no-such-command"]));
     assert_eq!(missing.status, 127, "{missing}");
     assert_nothing_left(&common::announced_id(&missing.stderr));
+}
 
-    // The bridge exists now, with the default subnet: another subnet fails while attaching,
-    // after the container's namespaces and cgroup exist.
-    let mut other_subnet = ch05_run(&["--subnet", "10.89.0.0/16"], &common::rootfs(), &["true"]);
-    let transcript = Transcript::run(&mut other_subnet);
+/// What there is of crabbox's network in `netns`: crabbox0's addresses, and the ruleset.
+fn network_in(netns: &Netns) -> String {
+    let bridge = netns.output_of("ip", &["-o", "-4", "addr", "show", "dev", "crabbox0"]);
+    let ruleset = netns.output_of("nft", &["list", "ruleset"]);
+    format!("crabbox0: {bridge}\nruleset: {ruleset}")
+}
+
+/// The leases in the store for addresses in `subnet`.
+fn leases_in(subnet: &str) -> Vec<String> {
+    let (network, prefix) = subnet.split_once('/').unwrap();
+    let (network, prefix): (Ipv4Addr, u32) = (network.parse().unwrap(), prefix.parse().unwrap());
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    let inside = |line: &&str| {
+        let address = line.split_whitespace().next().and_then(|a| a.parse::<Ipv4Addr>().ok());
+        address.is_some_and(|address| u32::from(address) & mask == u32::from(network))
+    };
+    let leases = fs::read_to_string(LEASES).unwrap_or_default();
+    leases.lines().filter(inside).map(String::from).collect()
+}
+
+#[test]
+fn subnets_that_cannot_be_a_bridge_are_refused_before_anything_is_made() {
+    // In a namespace of the check's own, so that a subnet accepted by mistake changes only
+    // that namespace; the containers run `true` and send nothing.
+    let netns = Netns::new("subnets");
+    // A route of the "host" (the namespace) to 10.77.0.0/24, through another interface.
+    netns.ip(&["link", "add", "crabboxroute", "type", "veth", "peer", "name", "crabboxpeer"]);
+    netns.ip(&["addr", "add", "10.77.0.1/24", "dev", "crabboxroute"]);
+    netns.ip(&["link", "set", "crabboxroute", "up"]);
+    let refused = [
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/24", "multicast"),
+        ("0.0.0.0/8", "\"this network\""),
+        ("255.255.255.0/24", "broadcast"),
+        ("10.66.0.0/31", "/8 to /30"),
+        ("8.8.8.0/24", "public addresses"),
+        ("10.77.0.0/16", "overlaps 10.77.0.0/24, which the host routes elsewhere"),
+    ];
+    let before = network_in(&netns);
+    for (subnet, why) in refused {
+        let mut ch05 = ch05_run(&["--subnet", subnet], &common::rootfs(), &["true"]);
+        let transcript = netns.run(|| Transcript::run(&mut ch05));
+        assert_ne!(transcript.status, 0, "{transcript}");
+        assert!(transcript.stderr.contains(why), "{transcript}");
+        assert_eq!(network_in(&netns), before, "{transcript}");
+        assert_eq!(leases_in(subnet), Vec::<String>::new(), "{transcript}");
+        if subnet == "127.0.0.0/8" {
+            let _s = common::settings().bind_to_scope();
+            assert_snapshot!("loopback_subnet", transcript);
+        }
+    }
+
+    // A crabbox0 with another subnet is left as it is.
+    netns.ip(&["link", "add", "crabbox0", "type", "bridge"]);
+    netns.ip(&["addr", "add", "10.66.0.1/16", "dev", "crabbox0"]);
+    let before = network_in(&netns);
+    let mut ch05 = ch05_run(&["--subnet", "10.67.0.0/16"], &common::rootfs(), &["true"]);
+    let transcript = netns.run(|| Transcript::run(&mut ch05));
     assert_eq!(transcript.status, 125, "{transcript}");
-    assert!(transcript.stderr.contains("is not the gateway of --subnet"), "{transcript}");
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    let why = "has address 10.66.0.1/16, which is not the gateway of --subnet 10.67.0.0/16";
+    assert!(transcript.stderr.contains(why), "{transcript}");
+    assert_eq!(network_in(&netns), before, "{transcript}");
+    assert_eq!(leases_in("10.67.0.0/16"), Vec::<String>::new(), "{transcript}");
+}
+
+#[test]
+fn a_start_that_fails_late_undoes_every_step() {
+    // In a namespace of the check's own, a `crabbox0` that is no bridge: the start gives it
+    // the gateway's address and makes crabbox's table, takes a lease, makes the veth, and
+    // fails only when it plugs the veth in (a veth takes no ports).
+    let netns = Netns::new("late");
+    netns.ip(&["link", "add", "crabbox0", "type", "veth", "peer", "name", "crabboxpeer"]);
+    let subnet = "10.78.0.0/24";
+    let before = network_in(&netns);
+    let mut ch05 = ch05_run(&["--subnet", subnet, "-p", "18086:80"], &common::rootfs(), &["true"]);
+    let transcript = netns.run(|| Transcript::run(&mut ch05));
+    assert_eq!(transcript.status, 125, "{transcript}");
+    assert!(transcript.stderr.contains("plug cbx"), "{transcript}");
+    assert_eq!(network_in(&netns), before, "{transcript}");
+    assert_eq!(leases_in(subnet), Vec::<String>::new(), "{transcript}");
+    let id = common::announced_id(&transcript.stderr);
+    common::poll_until("the veth to go with its namespace", Duration::from_secs(10), || {
+        !netns.output_of("ip", &["-o", "link"]).contains(&id)
+    });
+    assert_nothing_left(&id);
 }
 
 #[test]

@@ -26,6 +26,9 @@ use crate::cargo::{as_root, cargo, run};
 use crate::chapters;
 
 const WARM_UP_RUNS: usize = 3;
+/// The host port the bench publishes: a container start with `-p` adds a DNAT rule, and its
+/// exit removes it.
+const BENCH_PORT: u16 = 18099;
 
 pub fn bench(runs: usize, measure: bool) -> Result<()> {
     ensure!(runs > 0, "--runs must be at least 1");
@@ -73,9 +76,11 @@ fn first_line(err: &anyhow::Error) -> String {
     format!("{err:#}").lines().next().unwrap_or_default().to_string()
 }
 
-/// What is compared: the chapter binary with and without its bridge network, runc and crun.
+/// What is compared: the chapter binary with and without its bridge network and with a
+/// published port, runc and crun.
 fn configurations(binary: &Path, bundle: &Bundle) -> Vec<(String, Vec<String>)> {
     let name = binary.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let publish = format!("{BENCH_PORT}:80");
     let chapter = |options: &[&str]| {
         let mut command = vec![binary.display().to_string(), "run".into()];
         command.extend(options.iter().map(|option| option.to_string()));
@@ -92,6 +97,7 @@ fn configurations(binary: &Path, bundle: &Bundle) -> Vec<(String, Vec<String>)> 
         ("(the floor: `true` alone)".into(), vec!["true".into()]),
         (format!("{name} run --net none"), chapter(&["--net", "none"])),
         (format!("{name} run (bridge network)"), chapter(&[])),
+        (format!("{name} run -p {BENCH_PORT}:80 (one port)"), chapter(&["-p", &publish])),
         ("runc run".into(), oci("runc")),
         ("crun run".into(), oci("crun")),
     ]

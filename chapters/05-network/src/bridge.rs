@@ -13,10 +13,44 @@ use crate::subnet::Subnet;
 
 pub const BRIDGE: &str = "crabbox0";
 
+/// What a start made of the bridge, so that it can be undone when a later step fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BridgeMade {
+    #[default]
+    Nothing,
+    /// The bridge was there; this start gave it its address.
+    Address,
+    Bridge,
+}
+
+// ANCHOR: check_subnet_on_host
+/// Fails, before anything is made, when `subnet` cannot work on this host: when crabbox0
+/// has another subnet, or another interface's route covers some of its addresses (the
+/// containers could not reach those hosts, nor they the containers).
+pub fn check_subnet_on_host(netlink: &mut Netlink, subnet: &Subnet) -> Result<()> {
+    let bridge = netlink.link_index(BRIDGE)?;
+    if let Some(index) = bridge {
+        bridge_has_gateway(netlink, index, subnet)?;
+    }
+    let routes = netlink.ipv4_routes().context("list the host's routes")?;
+    for (destination, prefix, interface) in routes {
+        let route = Subnet::new(destination, prefix);
+        // The default route (prefix 0) overlaps everything, and crabbox0's are its own.
+        if prefix > 0 && interface != bridge && route.overlaps(subnet) {
+            bail!(
+                "--subnet {subnet} overlaps {route}, which the host routes elsewhere (see \
+                 `ip route`); choose a private subnet that no route of the host uses"
+            );
+        }
+    }
+    Ok(())
+}
+// ANCHOR_END: check_subnet_on_host
+
 // ANCHOR: ensure_bridge
 /// Makes sure the bridge exists, has the gateway address of `subnet` and is up; returns its
-/// link index.
-pub fn ensure_bridge(netlink: &mut Netlink, subnet: &Subnet) -> Result<u32> {
+/// link index. `made` records what it made, as soon as it has made it.
+pub fn ensure_bridge(netlink: &mut Netlink, subnet: &Subnet, made: &mut BridgeMade) -> Result<u32> {
     let index = match netlink.link_index(BRIDGE)? {
         Some(index) => index,
         None => {
@@ -24,28 +58,50 @@ pub fn ensure_bridge(netlink: &mut Netlink, subnet: &Subnet) -> Result<u32> {
             netlink
                 .create_bridge(BRIDGE, mac)
                 .with_context(|| format!("create bridge {BRIDGE}"))?;
+            *made = BridgeMade::Bridge;
             netlink.link_index(BRIDGE)?.with_context(|| format!("find the new bridge {BRIDGE}"))?
         }
     };
-    let gateway = (subnet.gateway(), subnet.prefix());
-    let addresses = netlink.ipv4_addresses(index)?;
-    if addresses.is_empty() {
+    if !bridge_has_gateway(netlink, index, subnet)? {
+        let gateway = subnet.gateway();
         netlink
-            .add_address(index, gateway.0, gateway.1)
-            .with_context(|| format!("give {BRIDGE} the address {}/{}", gateway.0, gateway.1))?;
-    } else if !addresses.contains(&gateway) {
-        let (address, prefix) = addresses[0];
-        bail!(
-            "bridge {BRIDGE} has address {address}/{prefix}, which is not the gateway of \
-             --subnet {subnet}; use the subnet it has, or remove it with `ch05 network-rm` \
-             once no container uses it"
-        );
+            .add_address(index, gateway, subnet.prefix())
+            .with_context(|| format!("give {BRIDGE} the address {gateway}/{}", subnet.prefix()))?;
+        if *made == BridgeMade::Nothing {
+            *made = BridgeMade::Address;
+        }
     }
     netlink.set_up(index).with_context(|| format!("bring {BRIDGE} up"))?;
     enable_routing()?;
     Ok(index)
 }
 // ANCHOR_END: ensure_bridge
+
+/// Whether bridge `index` has the gateway's address; fails when it has another one.
+fn bridge_has_gateway(netlink: &mut Netlink, index: u32, subnet: &Subnet) -> Result<bool> {
+    let addresses = netlink.ipv4_addresses(index)?;
+    match addresses.first() {
+        None => Ok(false),
+        Some(_) if addresses.contains(&(subnet.gateway(), subnet.prefix())) => Ok(true),
+        Some((address, prefix)) => bail!(
+            "bridge {BRIDGE} has address {address}/{prefix}, which is not the gateway of \
+             --subnet {subnet}; use the subnet it has, or remove it with `ch05 network-rm` \
+             once no container uses it"
+        ),
+    }
+}
+
+/// Undoes what [`ensure_bridge`] made.
+pub fn undo_bridge(netlink: &mut Netlink, made: BridgeMade, subnet: &Subnet) -> Result<()> {
+    let Some(index) = netlink.link_index(BRIDGE)? else { return Ok(()) };
+    match made {
+        BridgeMade::Nothing => Ok(()),
+        BridgeMade::Address => netlink
+            .delete_address(index, subnet.gateway(), subnet.prefix())
+            .with_context(|| format!("remove {BRIDGE}'s address again")),
+        BridgeMade::Bridge => remove_bridge(netlink),
+    }
+}
 
 /// A random MAC address of the locally administered, unicast kind (bit 1 of the first byte
 /// set, bit 0 clear). A bridge without one of its own takes the lowest MAC of its ports,

@@ -90,10 +90,12 @@ impl Leases {
         &self.leases
     }
 
-    /// Forgets the leases of containers that have gone without releasing them (their
-    /// runtime was killed) and returns them, so what else they left can go too.
-    pub fn take_stale(&mut self) -> Vec<Lease> {
-        let (gone, alive) = self.leases.drain(..).partition(|lease| !lease.in_use());
+    /// Forgets the leases in `subnet` (or all) of containers that have gone without
+    /// releasing them (their runtime was killed) and returns them, so what else they left
+    /// can go too.
+    pub fn take_stale(&mut self, subnet: Option<&Subnet>) -> Vec<Lease> {
+        let ours = |lease: &Lease| subnet.is_none_or(|subnet| subnet.contains(lease.address));
+        let (gone, alive) = self.leases.drain(..).partition(|lease| ours(lease) && !lease.in_use());
         self.leases = alive;
         gone
     }
@@ -240,7 +242,7 @@ mod tests {
         // and its runtime had gone.
         leases.leases[0].netns = "net:[1]".to_string();
         leases.leases[0].runtime = Pid::from_raw(i32::MAX);
-        let stale = leases.take_stale();
+        let stale = leases.take_stale(None);
         assert_eq!(stale.iter().map(|lease| lease.id.as_str()).collect::<Vec<_>>(), ["gone"]);
         assert_eq!(leases.leases().len(), 1);
     }

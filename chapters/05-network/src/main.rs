@@ -166,7 +166,7 @@ fn set_up_container(container: &Container) -> Result<()> {
 fn remove_network() -> Result<()> {
     require_root("ch05")?;
     let mut leases = Leases::lock(Path::new(LEASES_FILE))?;
-    reclaim_stale(&mut leases)?;
+    reclaim_stale(&mut leases, None)?;
     if let Some(lease) = leases.leases().first() {
         bail!("container {} still uses {BRIDGE} ({}); stop it first", lease.id, lease.address);
     }
@@ -186,7 +186,7 @@ fn remove_network() -> Result<()> {
 /// NAT rules, lease, files) and its cgroups.
 fn cleanup() -> Result<()> {
     require_root("ch05")?;
-    reclaim_stale(&mut Leases::lock(Path::new(LEASES_FILE))?)?;
+    reclaim_stale(&mut Leases::lock(Path::new(LEASES_FILE))?, None)?;
     let reclaimed = reclaim_stale_cgroups(detect_setup()?)?;
     eprintln!("ch05: removed the cgroups of {} stale containers", reclaimed.len());
     Ok(())

@@ -10,8 +10,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NetlinkDeserializable, NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -98,7 +98,8 @@ impl Netlink {
     }
     // ANCHOR_END: create_veth
 
-    /// Plugs link `index` into the bridge `bridge`: `ip link set DEV master BRIDGE`.
+    /// Plugs link `index` into the bridge `bridge`: `ip link set DEV master BRIDGE`; bridge 0
+    /// unplugs it (`nomaster`).
     pub fn set_controller(&mut self, index: u32, bridge: u32) -> io::Result<()> {
         let mut message = LinkMessage::default();
         message.header.index = index;
@@ -172,8 +173,44 @@ impl Netlink {
         Ok(())
     }
 
-    /// Sends one request and collects the kernel's replies until it acknowledges the
-    /// request, ends a dump (NLMSG_DONE), or reports an error.
+    /// Lists the host's routes in the main table: each route's destination, prefix length
+    /// and output interface (`ip route`).
+    pub fn ipv4_routes(&mut self) -> io::Result<Vec<(Ipv4Addr, u8, Option<u32>)>> {
+        let mut message = RouteMessage::default();
+        message.header.address_family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetRoute(message), NLM_F_DUMP)?;
+        let mut routes = Vec::new();
+        for reply in replies {
+            let RouteNetlinkMessage::NewRoute(route) = reply else { continue };
+            if route.header.table != RouteHeader::RT_TABLE_MAIN {
+                continue;
+            }
+            let mut destination = Ipv4Addr::UNSPECIFIED;
+            let mut interface = None;
+            for attribute in &route.attributes {
+                match attribute {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = *ip,
+                    RouteAttribute::Oif(index) => interface = Some(*index),
+                    _ => {}
+                }
+            }
+            routes.push((destination, route.header.destination_prefix_length, interface));
+        }
+        Ok(routes)
+    }
+
+    /// Removes an IPv4 address from link `index`: `ip addr del ADDRESS/PREFIX dev DEV`.
+    pub fn delete_address(&mut self, index: u32, address: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let mut message = AddressMessage::default();
+        message.header.family = AddressFamily::Inet;
+        message.header.prefix_len = prefix;
+        message.header.index = index;
+        message.attributes.push(AddressAttribute::Local(address.into()));
+        self.request(RouteNetlinkMessage::DelAddress(message), 0)?;
+        Ok(())
+    }
+
+    /// Sends one request and collects the kernel's replies.
     fn request(
         &mut self,
         message: RouteNetlinkMessage,
@@ -182,35 +219,51 @@ impl Netlink {
         self.sequence += 1;
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        header.sequence_number = self.sequence;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
-        packet.finalize();
-        let mut buffer = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buffer);
-        self.socket.send(&buffer, 0)?;
+        let packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+        exchange(&mut self.socket, self.sequence, vec![packet])
+    }
+}
 
-        let mut replies = Vec::new();
-        loop {
-            let (datagram, _) = self.socket.recv_from_full()?;
-            let mut rest = datagram.as_slice();
-            while !rest.is_empty() {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(rest)
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
-                // Messages in one datagram are each padded to 4 bytes (NLMSG_ALIGN).
-                let length = (reply.header.length as usize).div_ceil(4) * 4;
-                rest = rest.get(length..).unwrap_or_default();
-                if reply.header.sequence_number != self.sequence {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
-                    NetlinkPayload::Error(error) if error.code.is_some() => {
-                        return Err(error.to_io())
-                    }
-                    // An error message without an error code is the acknowledgement.
-                    NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => return Ok(replies),
-                    _ => {}
-                }
+/// Sends `messages` in one datagram, each with the sequence number `sequence`, and collects
+/// the kernel's replies to them until it acknowledges one, ends a dump (NLMSG_DONE), or
+/// reports an error. A batch of nf_tables changes is several messages, answered as one.
+pub(crate) fn exchange<M>(
+    socket: &mut Socket,
+    sequence: u32,
+    messages: Vec<NetlinkMessage<M>>,
+) -> io::Result<Vec<M>>
+where
+    M: NetlinkSerializable + NetlinkDeserializable,
+{
+    let mut buffer = Vec::new();
+    for mut message in messages {
+        message.header.sequence_number = sequence;
+        message.finalize();
+        let start = buffer.len();
+        buffer.resize(start + message.buffer_len(), 0);
+        message.serialize(&mut buffer[start..]);
+    }
+    socket.send(&buffer, 0)?;
+
+    let mut replies = Vec::new();
+    loop {
+        let (datagram, _) = socket.recv_from_full()?;
+        let mut rest = datagram.as_slice();
+        while !rest.is_empty() {
+            let reply = NetlinkMessage::<M>::deserialize(rest)
+                .map_err(|err| io::Error::new(io::ErrorKind::InvalidData, err))?;
+            // Messages in one datagram are each padded to 4 bytes (NLMSG_ALIGN).
+            let length = (reply.header.length as usize).div_ceil(4) * 4;
+            rest = rest.get(length..).unwrap_or_default();
+            if reply.header.sequence_number != sequence {
+                continue;
+            }
+            match reply.payload {
+                NetlinkPayload::InnerMessage(inner) => replies.push(inner),
+                NetlinkPayload::Error(error) if error.code.is_some() => return Err(error.to_io()),
+                // An error message without an error code is the acknowledgement.
+                NetlinkPayload::Error(_) | NetlinkPayload::Done(_) => return Ok(replies),
+                _ => {}
             }
         }
     }

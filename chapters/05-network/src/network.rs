@@ -11,7 +11,7 @@ use ch04_cgroups::cleanup::after_cleanup;
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
-use crate::bridge::ensure_bridge;
+use crate::bridge::{check_subnet_on_host, ensure_bridge, undo_bridge, BridgeMade};
 use crate::cli::{NetMode, RunArgs};
 use crate::container_files::{
     container_file_volumes, remove_container_files, write_container_files,
@@ -49,6 +49,8 @@ impl Network {
         Ok(match &args.net {
             NetMode::Bridge => {
                 check_ports_distinct(&args.publish)?;
+                let mut netlink = Netlink::open().context("open a netlink socket")?;
+                check_subnet_on_host(&mut netlink, &args.subnet)?;
                 Network::Bridge(BridgeNetwork {
                     subnet: args.subnet,
                     ports: args.publish.clone(),
@@ -89,26 +91,29 @@ impl Network {
 
     // ANCHOR: attach
     /// In the runtime, while the child waits at the gate: connects the child's network
-    /// namespace. Whatever fails half-way is undone before the error is returned.
+    /// namespace. Whatever fails half-way is undone before the error is returned: the
+    /// container's part, and what this start made of the network all containers share.
     pub fn attach(&self, id: &str, hostname: &str, child: Pid) -> Result<Attachment> {
-        let mut attachment = Attachment { id: id.to_string(), on_bridge: false, address: None };
+        let mut attachment = Attachment::new(id);
         let netns = || open_netns(Path::new(&format!("/proc/{child}/ns/net")));
+        let mut made = SharedMade::default();
         let attached = match self {
             Network::Bridge(bridge) => {
+                attachment.published = !bridge.ports.is_empty();
                 attachment.on_bridge = true;
                 let netns = netns()?;
-                attach_to_bridge(bridge, id, hostname, child, &netns)
-                    .map(|address| attachment.address = Some(address))
+                attach_to_bridge(bridge, &mut attachment, &mut made, hostname, child, &netns)
             }
             Network::None => loopback_only(&netns()?),
             Network::Host | Network::Join(_) => Ok(()),
         };
-        match attached {
-            Ok(()) => Ok(attachment),
-            Err(err) => {
-                let undone = attachment.detach();
+        match (attached, self) {
+            (Ok(()), _) => Ok(attachment),
+            (Err(err), Network::Bridge(bridge)) => {
+                let undone = attachment.detach().and_then(|()| made.undo(bridge));
                 after_cleanup(Err(err), undone, "undoing the half-made network")
             }
+            (Err(err), _) => Err(err),
         }
     }
     // ANCHOR_END: attach
@@ -117,47 +122,85 @@ impl Network {
 // ANCHOR: attach_to_bridge
 fn attach_to_bridge(
     bridge: &BridgeNetwork,
-    id: &str,
+    attachment: &mut Attachment,
+    made: &mut SharedMade,
     hostname: &str,
     child: Pid,
     netns: &OwnedFd,
-) -> Result<Ipv4Addr> {
+) -> Result<()> {
     let BridgeNetwork { subnet, ports, firewall } = bridge;
+    let id = attachment.id.clone();
     let mut netlink = Netlink::open().context("open a netlink socket")?;
     let (address, bridge) = {
         // One container at a time from here to the lease: the address, the host ports, the
         // bridge and the shared rules are read and changed under the store's lock.
         let mut leases = Leases::lock(Path::new(LEASES_FILE))?;
-        reclaim_stale(&mut leases)?;
+        reclaim_stale(&mut leases, Some(subnet))?;
         leases.check_ports(ports)?;
         check_ports_free_on_host(ports)?;
-        let bridge = ensure_bridge(&mut netlink, subnet)?;
-        firewall.set_up_nat(subnet)?;
-        (leases.allocate(subnet, id, child, ports)?, bridge)
+        let bridge = ensure_bridge(&mut netlink, subnet, &mut made.bridge)?;
+        made.nat = firewall.set_up_nat(subnet)?;
+        (leases.allocate(subnet, &id, child, ports)?, bridge)
     };
+    attachment.address = Some(address);
     // The address and ports are the container's now: the rest needs no lock.
-    connect_container(&mut netlink, id, netns, bridge, address, subnet)?;
-    firewall.publish(id, address, ports)?;
-    write_container_files(id, hostname, address)?;
-    Ok(address)
+    connect_container(&mut netlink, &id, netns, bridge, address, subnet)?;
+    firewall.publish(&id, address, ports)?;
+    write_container_files(&id, hostname, address)?;
+    Ok(())
 }
 // ANCHOR_END: attach_to_bridge
 
-/// Drops the leases of containers whose runtime was killed before it could clean up, and
-/// removes what else they left: rules, veth, files.
-pub fn reclaim_stale(leases: &mut Leases) -> Result<()> {
-    for stale in leases.take_stale() {
-        forget(&stale.id)?;
+// ANCHOR: shared_made
+/// What a start made of the network that every container shares: the bridge or its
+/// address, and crabbox's NAT rules.
+#[derive(Debug, Default)]
+struct SharedMade {
+    bridge: BridgeMade,
+    nat: bool,
+}
+
+impl SharedMade {
+    /// Undoes it after a failed start, unless a container has come to use it meanwhile
+    /// (the store's lock was let go before the veth was made).
+    fn undo(&self, network: &BridgeNetwork) -> Result<()> {
+        if self.bridge == BridgeMade::Nothing && !self.nat {
+            return Ok(());
+        }
+        let leases = Leases::lock(Path::new(LEASES_FILE))?;
+        if leases.leases().iter().any(|lease| network.subnet.contains(lease.address)) {
+            return Ok(());
+        }
+        let nat = if self.nat { network.firewall.remove_all() } else { Ok(()) };
+        let mut netlink = Netlink::open()?;
+        [nat, undo_bridge(&mut netlink, self.bridge, &network.subnet)].into_iter().collect()
+    }
+}
+// ANCHOR_END: shared_made
+
+/// Drops the leases in `subnet` (or all) of containers whose runtime was killed before it
+/// could clean up, and removes what else they left: rules, veth, files. A start reclaims
+/// only its own subnet's: the store is shared by runtimes in every network namespace of the
+/// host, and the rules of another subnet's bridge may be in a namespace of their own,
+/// which this runtime's netlink sockets do not reach.
+pub fn reclaim_stale(leases: &mut Leases, subnet: Option<&Subnet>) -> Result<()> {
+    let stale = leases.take_stale(subnet);
+    if stale.is_empty() {
+        return Ok(());
+    }
+    for lease in stale {
+        forget(&lease.id, !lease.ports.is_empty())?;
     }
     leases.save()
 }
 
-/// Removes a container's rules (from every firewall tool there is: the one it used may not
-/// be the one asked for now), its veth, if its namespace is still alive, and its files.
-/// Runs every step, and returns the first error.
-fn forget(id: &str) -> Result<()> {
-    let installed = Firewall::ALL.into_iter().filter(|firewall| firewall.is_installed());
-    let mut results: Vec<Result<()>> = installed.map(|firewall| firewall.unpublish(id)).collect();
+/// Removes a container's rules, if it `published` ports, and its files, and unplugs its
+/// veth, if its namespace is still alive. Runs every step, and returns the first error.
+fn forget(id: &str, published: bool) -> Result<()> {
+    let mut results = Vec::new();
+    if published {
+        results.push(unpublish(id));
+    }
     results.push(
         Netlink::open().map_err(Into::into).and_then(|mut n| disconnect_container(&mut n, id)),
     );
@@ -165,24 +208,41 @@ fn forget(id: &str) -> Result<()> {
     results.into_iter().collect()
 }
 
+/// Removes a container's rules from the firewall that has them: the one it used may not be
+/// the one asked for now. nft comes first, and costs one netlink request; iptables, a
+/// process per call, is asked only when nft has none.
+fn unpublish(id: &str) -> Result<()> {
+    for firewall in Firewall::ALL {
+        if firewall.is_installed() && firewall.unpublish(id)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// What a container has on the host's side of the network: undone by [`Attachment::detach`].
 #[derive(Debug)]
 pub struct Attachment {
     id: String,
     on_bridge: bool,
+    published: bool,
     pub address: Option<Ipv4Addr>,
 }
 
 impl Attachment {
+    fn new(id: &str) -> Attachment {
+        Attachment { id: id.to_string(), on_bridge: false, published: false, address: None }
+    }
+
     // ANCHOR: detach
-    /// Removes the container's rules, veth, files and, last, its lease. Each step finds by
-    /// the container's id what is there, so detaching what was only half attached, or
-    /// twice, is fine.
+    /// Removes the container's rules, its files, its veth from the bridge and, last, its
+    /// lease. Each step finds by the container's id what is there, so detaching what was
+    /// only half attached, or twice, is fine.
     pub fn detach(&mut self) -> Result<()> {
         if !self.on_bridge {
             return Ok(());
         }
-        forget(&self.id)?;
+        forget(&self.id, self.published)?;
         Leases::lock(Path::new(LEASES_FILE))?.release(&self.id)?;
         self.on_bridge = false;
         Ok(())

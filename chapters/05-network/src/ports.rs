@@ -20,6 +20,14 @@ impl Protocol {
             Protocol::Udp => "udp",
         }
     }
+
+    /// The number the IP header carries for it (protocols(5)).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

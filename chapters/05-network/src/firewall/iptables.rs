@@ -27,7 +27,8 @@ const JUMPS: &[(&str, &str, &[&str])] = &[
     ("raw", "PREROUTING", &["-j", GUARD]),
 ];
 
-pub fn set_up_nat(subnet: &Subnet) -> Result<()> {
+pub fn set_up_nat(subnet: &Subnet) -> Result<bool> {
+    let created = !chain_exists("nat", PUBLISHED);
     for (table, chain) in CHAINS {
         if !chain_exists(table, chain) {
             iptables(table, &["-N", chain])?;
@@ -47,7 +48,7 @@ pub fn set_up_nat(subnet: &Subnet) -> Result<()> {
     nat(&["-A", POSTROUTING, "-s", "127.0.0.0/8", "-o", BRIDGE, "-j", "MASQUERADE"])?;
     iptables("raw", &["-F", GUARD])?;
     iptables("raw", &["-A", GUARD, "-i", BRIDGE, "-d", "127.0.0.0/8", "-j", "DROP"])?;
-    Ok(())
+    Ok(created)
 }
 
 pub fn publish(id: &str, address: Ipv4Addr, ports: &[PublishedPort]) -> Result<()> {
@@ -74,19 +75,21 @@ pub fn publish(id: &str, address: Ipv4Addr, ports: &[PublishedPort]) -> Result<(
     Ok(())
 }
 
-pub fn unpublish(id: &str) -> Result<()> {
+pub fn unpublish(id: &str) -> Result<bool> {
     // No chain, no rules.
-    let Ok(rules) = nat(&["-S", PUBLISHED]) else { return Ok(()) };
+    let Ok(rules) = nat(&["-S", PUBLISHED]) else { return Ok(false) };
     let comment = rule_comment(id);
+    let mut found = false;
     // `-S` prints each rule as the `-A …` that adds it, quoting the comment; the same words
     // unquoted after `-D` delete it.
     for rule in rules.lines() {
         let words: Vec<&str> = rule.split_whitespace().map(|word| word.trim_matches('"')).collect();
         if words.first() == Some(&"-A") && words.contains(&comment.as_str()) {
             nat(&[&["-D"], &words[1..]].concat())?;
+            found = true;
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 pub fn remove_all() -> Result<()> {

@@ -1,9 +1,11 @@
-//! The NAT rules: masquerade for traffic leaving the subnet, and a DNAT rule per published
+//! The NAT rules: masquerade for traffic leaving the subnet, and DNAT for each published
 //! port. They live in crabbox's own table (nftables) or chains (iptables), never among the
-//! host's rules, and every per-container rule carries the comment `crabbox:<id>`, so each
-//! rule can be traced to its container and removed with it.
+//! host's rules, and what is there for one container (an iptables rule, an element of an
+//! nft map) carries the comment `crabbox:<id>`, so it can be traced to its container and
+//! removed with it.
 
 pub mod iptables;
+pub mod nfnetlink;
 pub mod nftables;
 
 use std::env;
@@ -61,15 +63,17 @@ impl Firewall {
     }
 
     /// Creates crabbox's table or chains and the rules every container shares: masquerade
-    /// for the subnet, and the jumps to the published ports. Safe to repeat.
-    pub fn set_up_nat(self, subnet: &Subnet) -> Result<()> {
+    /// for the subnet, and the jumps to the published ports. Safe to repeat; returns whether
+    /// this call created them.
+    pub fn set_up_nat(self, subnet: &Subnet) -> Result<bool> {
         match self {
             Firewall::Nftables => nftables::set_up_nat(subnet),
             Firewall::Iptables => iptables::set_up_nat(subnet),
         }
     }
 
-    /// Adds a DNAT rule per port, from the host's port to the container's.
+    /// Sends each port of the host to the container's: a DNAT rule per port (iptables), or
+    /// an element per port of the map that one DNAT rule reads (nftables).
     pub fn publish(self, id: &str, address: Ipv4Addr, ports: &[PublishedPort]) -> Result<()> {
         match self {
             Firewall::Nftables => nftables::publish(id, address, ports),
@@ -77,8 +81,8 @@ impl Firewall {
         }
     }
 
-    /// Removes every rule of container `id`; none is fine.
-    pub fn unpublish(self, id: &str) -> Result<()> {
+    /// Removes every rule of container `id`, and says whether there were any.
+    pub fn unpublish(self, id: &str) -> Result<bool> {
         match self {
             Firewall::Nftables => nftables::unpublish(id),
             Firewall::Iptables => iptables::unpublish(id),
