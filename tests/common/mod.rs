@@ -14,33 +14,25 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// A chapter binary (`ch01`, …) from the target directory of this test executable.
+/// A chapter binary (`ch01`, …), where `cargo xtask` says it built it.
 pub fn bin(name: &str) -> PathBuf {
-    existing_binary(target_profile_dir().join(name))
+    built_binary(name, false)
 }
 
 /// A binary that `cargo xtask` builds statically for the host triple (`ch01-escape`), so it
 /// runs inside a rootfs without a C library.
 pub fn static_bin(name: &str) -> PathBuf {
-    let profile = target_profile_dir();
-    let target_dir = profile.parent().expect("the profile dir is inside the target dir");
-    let triple = xtask::host_triple();
-    existing_binary(target_dir.join(triple).join(profile.file_name().unwrap()).join(name))
+    built_binary(name, true)
 }
 
-fn target_profile_dir() -> PathBuf {
-    // Test executables live in target/<profile>/deps/.
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps").into()
-}
-
-fn existing_binary(path: PathBuf) -> PathBuf {
-    let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        path.is_file(),
-        "binary `{name}` not built ({}); run the checks with `cargo xtask check-chapter N`",
-        path.display()
-    );
+/// The binary `name` from the variable `cargo xtask` sets for each binary it built (cargo's
+/// target directory may be anywhere: CARGO_TARGET_DIR).
+fn built_binary(name: &str, statically_linked: bool) -> PathBuf {
+    let var = xtask::binary_var(name, statically_linked);
+    let path = std::env::var_os(&var).map(PathBuf::from);
+    let path = path.filter(|path| path.is_file()).unwrap_or_else(|| {
+        panic!("binary `{name}` not built (no {var}); run the checks with `cargo xtask check-chapter N`")
+    });
     path
 }
 
@@ -96,7 +88,7 @@ impl Transcript {
             128 + output.status.signal().expect("a process ends by exit or by signal")
         });
         Transcript {
-            command_line: xtask::command_line(command),
+            command_line: xtask::process::command_line(command),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             status,

@@ -9,7 +9,9 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 use xtask::project_root;
 
-use crate::cargo::{as_root, build_chapter, test_executable};
+use xtask::process::as_root;
+
+use crate::cargo::{build_chapter, test_executable, Binaries};
 use crate::chapters::{self, Chapter};
 use crate::exercises::{self, Exercise};
 use crate::vm::{run_in_guest, CgroupLayout};
@@ -75,11 +77,11 @@ pub fn check_chapter(number: u32, guests: bool) -> Result<()> {
     let all = chapters::all()?;
     let chapter = chapters::find(&all, number)?;
     xtask::rootfs::ensure_default_rootfs()?;
-    build_chapter(chapter, &all)?;
+    let binaries = build_chapter(chapter, &all)?;
     let places = if guests { Place::all_for(chapter) } else { vec![Place::Host] };
     let mut tally = Tally::default();
     for place in places {
-        tally.add(&report(chapter, &run_checks(chapter, &[], place)?, place)?);
+        tally.add(&report(chapter, &run_checks(chapter, &binaries, &[], place)?, place)?);
     }
     println!("{}", tally.summary());
     if tally.failed > 0 {
@@ -89,9 +91,10 @@ pub fn check_chapter(number: u32, guests: bool) -> Result<()> {
 }
 
 /// Runs the checks of `chapter` (only those named in `only`, when given) at `place` and
-/// returns each one's outcome by name. The chapter must be built.
+/// returns each one's outcome by name. `binaries` are the chapter's, built.
 pub fn run_checks(
     chapter: &Chapter,
+    binaries: &Binaries,
     only: &[String],
     place: Place,
 ) -> Result<BTreeMap<String, Outcome>> {
@@ -99,20 +102,21 @@ pub fn run_checks(
     let mut args: Vec<String> = ["--exact", "--color", "never"].map(String::from).to_vec();
     args.extend(only.iter().cloned());
     let stdout = match place {
-        Place::Host => run_on_host(&executable, &args)?,
+        Place::Host => run_on_host(&executable, &args, binaries)?,
         Place::Guest(layout) => {
             // Snapshots cannot be written from the guest (its view of the tree is a
             // throwaway overlay); a mismatch fails the check and shows the difference.
-            let env = [("INSTA_UPDATE".to_string(), "no".to_string())];
+            let mut env = binaries.env();
+            env.push(("INSTA_UPDATE".to_string(), "no".to_string()));
             run_in_guest(layout, &executable, &args, &env, &project_root())?.stdout
         }
     };
     Ok(parse_libtest(&stdout))
 }
 
-fn run_on_host(executable: &Path, args: &[String]) -> Result<String> {
+fn run_on_host(executable: &Path, args: &[String], binaries: &Binaries) -> Result<String> {
     let mut checks = as_root(executable);
-    checks.args(args).current_dir(project_root()).stderr(Stdio::inherit());
+    checks.args(args).envs(binaries.env()).current_dir(project_root()).stderr(Stdio::inherit());
     let output = checks.output().with_context(|| format!("run {}", executable.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     // A run that ends without libtest's summary (sudo refused, a crash) checked nothing.

@@ -59,9 +59,8 @@ enum Task {
         /// Measured runs per runtime
         #[arg(long, default_value_t = 20)]
         runs: usize,
-        /// Measure only (the preparation is done; used when re-run under sudo)
-        #[arg(long, hide = true)]
-        measure: bool,
+        #[command(flatten)]
+        measure: bench::Measure,
     },
     /// Remove chapter 5's bridge crabbox0 and NAT rules, once no container uses them
     NetworkRm,

@@ -5,7 +5,10 @@
 use anyhow::{bail, Result};
 
 use crate::book;
-use crate::cargo::{build_chapter, cargo, run};
+use xtask::process::run;
+
+use crate::cargo::Binaries;
+use crate::cargo::{build_chapter, cargo};
 use crate::chapters::{self, Chapter};
 use crate::check::{report, run_checks, Outcome, Place, Tally};
 use crate::exercises::{self, RestoreOnDrop};
@@ -29,16 +32,16 @@ pub fn test() -> Result<()> {
     for chapter in &all {
         println!("\n== chapter {}: every exercise is caught by a check", chapter.number);
         tally.add(&exercise_guarantee(chapter, &all)?);
-        build_chapter(chapter, &all)?;
+        let binaries = build_chapter(chapter, &all)?;
         for place in Place::all_for(chapter) {
             println!("\n== chapter {}: checks{}", chapter.number, place.label());
-            tally.add(&report(chapter, &run_checks(chapter, &[], place)?, place)?);
+            tally.add(&report(chapter, &run_checks(chapter, &binaries, &[], place)?, place)?);
         }
     }
     println!("\n== the bridge network goes");
     network::network_rm()?;
     println!("\n== the book");
-    book::build()?;
+    book::book(false)?;
     println!("\n{}", tally.summary());
     if tally.failed > 0 || tally.skipped > 0 {
         bail!("not everything passed");
@@ -61,15 +64,18 @@ fn exercise_guarantee(chapter: &Chapter, all: &[Chapter]) -> Result<Tally> {
             bail!("exercise {} has no region in the sources", exercise.id)
         };
         let _restore = RestoreOnDrop::strip_one(&file, &exercise.id)?;
-        if let Err(err) = build_chapter(chapter, all) {
-            tally.failed += 1;
-            println!(
-                "FAIL exercise {}: the chapter does not build with it stripped: {err:#}",
-                exercise.id
-            );
-            continue;
-        }
-        match first_failing_check(chapter, &exercise.checks)? {
+        let binaries = match build_chapter(chapter, all) {
+            Ok(binaries) => binaries,
+            Err(err) => {
+                tally.failed += 1;
+                println!(
+                    "FAIL exercise {}: the chapter does not build with it stripped: {err:#}",
+                    exercise.id
+                );
+                continue;
+            }
+        };
+        match first_failing_check(chapter, &binaries, &exercise.checks)? {
             Some(check) => {
                 tally.passed += 1;
                 println!("PASS exercise {} is caught by {check}", exercise.id);
@@ -84,9 +90,13 @@ fn exercise_guarantee(chapter: &Chapter, all: &[Chapter]) -> Result<Tally> {
 }
 
 /// The first of `checks` that fails, on the host or else in the chapter's guests.
-fn first_failing_check(chapter: &Chapter, checks: &[String]) -> Result<Option<String>> {
+fn first_failing_check(
+    chapter: &Chapter,
+    binaries: &Binaries,
+    checks: &[String],
+) -> Result<Option<String>> {
     for place in Place::all_for(chapter) {
-        let outcomes = run_checks(chapter, checks, place)?;
+        let outcomes = run_checks(chapter, binaries, checks, place)?;
         let failed = outcomes.iter().find(|(_, outcome)| matches!(outcome, Outcome::Fail { .. }));
         if let Some((name, _)) = failed {
             return Ok(Some(format!("{name}{}", place.label())));

@@ -54,3 +54,55 @@ fn the_book_includes_code_by_anchor_only() {
         }
     }
 }
+
+/// xtask's modules in layers: each `use crate::…` (and `xtask::…`, the library's modules)
+/// points down, so no module depends on one that depends on it.
+#[test]
+fn xtask_has_no_import_cycle() {
+    let src = project_root().join("xtask/src");
+    let mut uses = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let (module, text) = if path.is_dir() {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let files = fs::read_dir(&path).unwrap().map(|file| file.unwrap().path());
+            let rust = files.filter(|file| file.extension().is_some_and(|ext| ext == "rs"));
+            (name, rust.map(|file| fs::read_to_string(file).unwrap()).collect::<String>())
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            (name, fs::read_to_string(&path).unwrap())
+        } else {
+            continue;
+        };
+        let used: Vec<String> = ["crate::", "xtask::"]
+            .iter()
+            .flat_map(|prefix| text.split(prefix).skip(1))
+            .map(|rest| rest.split(|c: char| !c.is_alphanumeric() && c != '_').next().unwrap())
+            .filter(|used| *used != module)
+            .map(String::from)
+            .collect();
+        uses.insert(module, used);
+    }
+    fn reaches(
+        uses: &std::collections::BTreeMap<String, Vec<String>>,
+        from: &str,
+        to: &str,
+        seen: &mut Vec<String>,
+    ) -> bool {
+        let next = uses.get(from).map(Vec::as_slice).unwrap_or_default();
+        next.iter().any(|module| {
+            module == to
+                || (!seen.contains(module) && {
+                    seen.push(module.clone());
+                    reaches(uses, module, to, seen)
+                })
+        })
+    }
+    for module in uses.keys() {
+        assert!(
+            !reaches(&uses, module, module, &mut Vec::new()),
+            "xtask/src/{module} depends on itself through {:?}",
+            uses[module]
+        );
+    }
+}
