@@ -20,10 +20,12 @@ use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use xtask::host_tools::ensure_tools;
 use xtask::process::{as_root, is_root, run};
+use xtask::project_root;
 use xtask::rootfs::ensure_default_rootfs;
 
 use crate::cargo::{build, cargo};
 use crate::chapters;
+use crate::vm::{run_in_guest, CgroupLayout};
 
 const WARM_UP_RUNS: usize = 3;
 
@@ -38,9 +40,10 @@ pub struct Measure {
     spawner: Option<PathBuf>,
 }
 
-/// `cargo xtask bench`: prepares as the user (cargo never runs as root), then measures as
-/// root, through a second run of this program under sudo when we are not root.
-pub fn bench(runs: usize, measure: Measure) -> Result<()> {
+/// `cargo xtask bench [--guest]`: prepares as the user (cargo never runs as root), then
+/// measures as root, through a second run of this program under sudo when we are not root,
+/// or in the cgroup v2 guest.
+pub fn bench(runs: usize, in_guest: bool, measure: Measure) -> Result<()> {
     ensure!(runs > 0, "--runs must be at least 1");
     if let Measure { runtime: Some(runtime), spawner: Some(spawner) } = measure {
         ensure!(is_root(), "bench's measurement runs containers and needs root");
@@ -59,16 +62,25 @@ pub fn bench(runs: usize, measure: Measure) -> Result<()> {
         build(cargo().args(["build", "--quiet", "-p", "xtask", "--bin", "bench-spawn"]), false)?
             .bin("bench-spawn")?
             .to_path_buf();
+    let xtask = std::env::current_exe().context("find the xtask binary")?;
+    let runs_arg = runs.to_string();
+    let args = ["bench", "--runs", &runs_arg, "--measure-runtime"].map(String::from);
+    let args = [&args[..], &[path_arg(&runtime)?, "--measure-spawner".into(), path_arg(&spawner)?]]
+        .concat();
+    if in_guest {
+        let run = run_in_guest(CgroupLayout::V2, &xtask, &args, &[], &project_root())?;
+        print!("{}", run.stdout);
+        ensure!(run.status == 0, "the measurement in the guest failed");
+        return Ok(());
+    }
     if is_root() {
         return measure_all(runs, &runtime, &spawner);
     }
-    let xtask = std::env::current_exe().context("find the xtask binary")?;
-    run(as_root(&xtask)
-        .args(["bench", "--runs", &runs.to_string()])
-        .arg("--measure-runtime")
-        .arg(&runtime)
-        .arg("--measure-spawner")
-        .arg(&spawner))
+    run(as_root(&xtask).args(&args))
+}
+
+fn path_arg(path: &Path) -> Result<String> {
+    path.to_str().map(String::from).with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
 fn measure_all(runs: usize, binary: &Path, spawner: &Path) -> Result<()> {

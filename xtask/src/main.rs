@@ -59,6 +59,9 @@ enum Task {
         /// Measured runs per runtime
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Measure in the cgroup v2 guest (crun refuses a cgroup v1 or hybrid host)
+        #[arg(long)]
+        guest: bool,
         #[command(flatten)]
         measure: bench::Measure,
     },
@@ -96,7 +99,7 @@ fn run(task: Task) -> Result<()> {
             exercises::solution(chapters::find(&chapters::all()?, chapter)?)
         }
         Task::Book { serve } => book::book(serve),
-        Task::Bench { runs, measure } => bench::bench(runs, measure),
+        Task::Bench { runs, guest, measure } => bench::bench(runs, guest, measure),
         Task::NetworkRm => network::network_rm(),
         Task::VmTest(args) => vm::vm_test(&args),
     }
