@@ -87,12 +87,16 @@ impl Transcript {
             use std::os::unix::process::ExitStatusExt;
             128 + output.status.signal().expect("a process ends by exit or by signal")
         });
-        Transcript {
+        let transcript = Transcript {
             command_line: xtask::process::command_line(command),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             status,
-        }
+        };
+        // Into the check's captured output, which a failure shows: what the runtime said,
+        // such as the `todo!()` of the exercise it reached (check-chapter names that one).
+        print!("{transcript}");
+        transcript
     }
 }
 
@@ -205,8 +209,17 @@ impl Running {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start the runtime");
+        // The runtime's stderr goes into the check's captured output (a thread inherits the
+        // capture of the one that spawned it), which a failure shows.
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {

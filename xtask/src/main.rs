@@ -8,6 +8,7 @@ mod check;
 mod demo;
 mod doctor;
 mod exercises;
+mod guarantee;
 mod network;
 mod test;
 #[cfg(test)]
@@ -37,13 +38,21 @@ enum Task {
     /// Everything CI checks: fmt, clippy, unit tests, every chapter's checks, the exercise
     /// guarantee, the book
     Test,
+    /// The exercise guarantee of chapter N (or of every chapter): each exercise stripped, and
+    /// each of its mistakes, is caught; each exercise's checks pass one exercise at a time
+    Guarantee { chapter: Option<u32> },
     /// Build chapter N and run its checks, one line per check
     CheckChapter {
         chapter: u32,
+        /// Only the checks of exercise N.K
+        #[arg(long, value_name = "K")]
+        exercise: Option<u32>,
         /// Also run them in the throwaway guests the chapter asks for (cgroup v2)
         #[arg(long)]
         guests: bool,
     },
+    /// The fuller, second hint of exercise N.K (`cargo xtask hint 3.1`)
+    Hint { exercise: String },
     /// Replace the exercise regions of chapter N with `todo!` (your work is saved first)
     Exercise { chapter: u32 },
     /// Put the reference solution of chapter N back (your work is saved first)
@@ -91,7 +100,11 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Demo => demo::demo(),
         Task::Test => test::test(),
-        Task::CheckChapter { chapter, guests } => check::check_chapter(chapter, guests),
+        Task::CheckChapter { chapter, exercise, guests } => {
+            check::check_chapter(chapter, exercise, guests)
+        }
+        Task::Hint { exercise } => check::hint(&exercise),
+        Task::Guarantee { chapter } => guarantee::run(chapter),
         Task::Exercise { chapter } => {
             exercises::exercise(chapters::find(&chapters::all()?, chapter)?)
         }
