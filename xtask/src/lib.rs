@@ -1,6 +1,7 @@
 //! The workshop's tasks. The library part is what the integration tests share with
 //! `cargo xtask`, in layers that only look down: [`process`] (running programs) and the
-//! paths here at the bottom, then [`host_tools`] and [`rootfs`] above them.
+//! paths here at the bottom, then [`host_tools`] and [`rootfs`] above them; [`includes`]
+//! checks the book's code includes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 
 pub mod host_tools;
+pub mod includes;
 pub mod process;
 pub mod rootfs;
 

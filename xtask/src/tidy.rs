@@ -1,12 +1,13 @@
-//! Rules the tree keeps, checked as tests: exercises.toml agrees with the exercise markers
-//! and names real checks; the book includes code by anchor only.
+//! Rules the tree keeps, checked as tests: exercises.toml agrees with the exercise markers,
+//! names real checks, and its mistakes apply; the book includes code by anchors that exist;
+//! xtask's modules have no import cycle.
 
 use std::fs;
 
 use xtask::project_root;
 
 use crate::chapters;
-use crate::exercises::{load, region_ids};
+use crate::exercises::{load, reference_bodies, region_ids};
 
 #[test]
 fn every_exercise_has_a_marker_a_hint_and_a_real_check() {
@@ -39,18 +40,33 @@ fn every_exercise_has_a_marker_a_hint_and_a_real_check() {
 }
 
 #[test]
-fn the_book_includes_code_by_anchor_only() {
-    for entry in fs::read_dir(project_root().join("book/src")).unwrap() {
+fn every_mistake_applies_to_its_region_and_changes_it() {
+    for chapter in chapters::all().unwrap() {
+        let bodies = reference_bodies(&chapter).unwrap();
+        for exercise in load(&chapter).unwrap() {
+            for mistake in &exercise.mistakes {
+                let reference = &bodies[&exercise.id];
+                if let Err(err) = mistake.apply(reference) {
+                    panic!("exercise {}: {err:#}", exercise.id);
+                }
+                assert!(
+                    !mistake.what.trim().is_empty(),
+                    "exercise {}: a mistake without `what`",
+                    exercise.id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_book_includes_code_by_existing_anchors_only() {
+    let pages = project_root().join("book/src");
+    for entry in fs::read_dir(&pages).unwrap() {
         let page = entry.unwrap().path();
         let text = fs::read_to_string(&page).unwrap();
-        for include in text.split("{{#include ").skip(1) {
-            let target = include.split("}}").next().unwrap();
-            let anchor = target.rsplit(':').next().unwrap();
-            assert!(
-                target.contains(':') && !anchor.chars().all(|c| c.is_ascii_digit()),
-                "{}: `{{{{#include {target}}}}}` has no anchor",
-                page.display()
-            );
+        if let Err(err) = xtask::includes::check_includes(&pages, &text) {
+            panic!("{}:\n{err}", page.display());
         }
     }
 }
