@@ -194,10 +194,38 @@ pub fn run_checks(
     only: &[String],
     place: Place,
 ) -> Result<BTreeMap<String, Outcome>> {
+    Ok(parse_libtest(&run_libtest(chapter, binaries, only, place, false)?))
+}
+
+/// [`run_checks`], and what each check printed (passed ones too): the guarantee reads there
+/// which exercises' `todo!()`s a check reached.
+pub fn run_checks_showing_output(
+    chapter: &Chapter,
+    binaries: &Binaries,
+    only: &[String],
+    place: Place,
+) -> Result<(BTreeMap<String, Outcome>, BTreeMap<String, String>)> {
+    let stdout = run_libtest(chapter, binaries, only, place, true)?;
+    let outcomes = parse_libtest(&stdout);
+    let outputs = outcomes.keys().map(|name| (name.clone(), check_output(&stdout, name))).collect();
+    Ok((outcomes, outputs))
+}
+
+/// libtest's standard output for the checks `only` (every check when empty) at `place`.
+fn run_libtest(
+    chapter: &Chapter,
+    binaries: &Binaries,
+    only: &[String],
+    place: Place,
+    show_output: bool,
+) -> Result<String> {
     let executable = test_executable(&chapter.test_name)?;
     let mut args: Vec<String> = ["--exact", "--color", "never"].map(String::from).to_vec();
+    if show_output {
+        args.push("--show-output".into());
+    }
     args.extend(only.iter().cloned());
-    let stdout = match place {
+    Ok(match place {
         Place::Host => run_on_host(&executable, &args, binaries)?,
         Place::Guest(layout) => {
             // Snapshots cannot be written from the guest (its view of the tree is a
@@ -206,8 +234,7 @@ pub fn run_checks(
             env.push(("INSTA_UPDATE".to_string(), "no".to_string()));
             run_in_guest(layout, &executable, &args, &env, &project_root())?.stdout
         }
-    };
-    Ok(parse_libtest(&stdout))
+    })
 }
 
 fn run_on_host(executable: &Path, args: &[String], binaries: &Binaries) -> Result<String> {
@@ -232,7 +259,7 @@ fn parse_libtest(stdout: &str) -> BTreeMap<String, Outcome> {
         let Some((name, result)) = rest.rsplit_once(" ... ") else { continue };
         let outcome = match result {
             "ok" => Outcome::Pass,
-            "FAILED" => Outcome::Fail { output: failure_output(stdout, name) },
+            "FAILED" => Outcome::Fail { output: check_output(stdout, name) },
             ignored if ignored.starts_with("ignored") => Outcome::Skip {
                 why: ignored.split_once(", ").map_or("ignored", |(_, why)| why).to_string(),
             },
@@ -243,11 +270,14 @@ fn parse_libtest(stdout: &str) -> BTreeMap<String, Outcome> {
     outcomes
 }
 
-fn failure_output(stdout: &str, name: &str) -> String {
+/// What check `name` printed: its `---- NAME stdout ----` section (a failure's, or with
+/// `--show-output` a pass's too).
+fn check_output(stdout: &str, name: &str) -> String {
     let header = format!("---- {name} stdout ----");
     let Some(start) = stdout.find(&header) else { return String::new() };
     let section = &stdout[start + header.len()..];
-    let end = ["\n---- ", "\nfailures:"].iter().filter_map(|m| section.find(m)).min();
+    let end =
+        ["\n---- ", "\nfailures:", "\nsuccesses:"].iter().filter_map(|m| section.find(m)).min();
     section[..end.unwrap_or(section.len())].trim().to_string()
 }
 

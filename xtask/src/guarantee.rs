@@ -10,18 +10,22 @@
 //! only in a v2 guest when the host is v1); "pass" means on the host and in every guest.
 //!
 //! Each trial is one variant of the sources, built once: only the chapter it changes is
-//! rebuilt (with what it depends on; later chapters are not built), and only the checks its
-//! expectations name run. Trials that are the same variant (the last exercise stripped alone
-//! is also the one-at-a-time variant of the one before it) are built once.
+//! rebuilt (with the earlier chapters it depends on, which cargo finds fresh; later chapters
+//! are not built), and only the checks its expectations name run (a guest only while the
+//! host has not decided). Trials that are the same variant (the last exercise stripped alone
+//! is also the one-at-a-time variant of the one before it) are built once. Mistakes of
+//! different exercises share a build when that is sound: their checks are disjoint, and the
+//! stripped variants showed that neither exercise's checks run the other's region (they
+//! passed with it stripped and reached no `todo!()` of it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::Result;
 
 use crate::cargo::build_chapter;
 use crate::chapters::{self, Chapter};
-use crate::check::{run_checks, Outcome, Place, Tally};
+use crate::check::{reached_todos, run_checks, run_checks_showing_output, Outcome, Place, Tally};
 use crate::exercises::{self, Body, Exercise, Variant};
 
 /// What a trial expects of an exercise's checks.
@@ -70,76 +74,161 @@ pub fn run(number: Option<u32>) -> Result<()> {
 pub fn guarantee(chapter: &Chapter, all: &[Chapter]) -> Result<Tally> {
     let exercises = exercises::load(chapter)?;
     let started = Instant::now();
-    let trials = trials(&exercises);
     let mut tally = Tally::default();
-    for trial in &trials {
-        tally.add(&run_trial(chapter, all, trial)?);
+    let mut independent = Independence::default();
+    let mut builds = 0;
+    let mut expectations = 0;
+    // The stripped variants first, the one-at-a-time ones leading: what they show about
+    // which checks run which regions decides which mistakes may share a build.
+    let stripped = stripped_trials(&exercises);
+    for trial in &stripped {
+        tally.add(&run_trial(chapter, all, trial, &exercises, &mut independent)?);
     }
-    let expectations: usize = trials.iter().map(|trial| trial.expectations.len()).sum();
+    let mistaken = mistake_trials(&exercises, &independent);
+    for trial in &mistaken {
+        tally.add(&run_trial(chapter, all, trial, &exercises, &mut independent)?);
+    }
+    for trial in stripped.iter().chain(&mistaken) {
+        builds += 1;
+        expectations += trial.expectations.len();
+    }
     println!(
-        "chapter {}: {expectations} expectations in {} builds, {:.0} s",
+        "chapter {}: {expectations} expectations in {builds} builds, {:.0} s",
         chapter.number,
-        trials.len(),
         started.elapsed().as_secs_f64()
     );
     Ok(tally)
 }
 
-/// Every trial of the guarantee, the same variants merged into one.
-fn trials<'a>(exercises: &'a [Exercise]) -> Vec<Trial<'a>> {
-    let mut trials: Vec<(String, Trial<'a>)> = Vec::new();
-    let mut add = |bodies: BTreeMap<String, Body<'a>>,
-                   key: String,
-                   expectation: Expectation<'a>| match trials
-        .iter_mut()
-        .find(|(existing, _)| *existing == key)
-    {
-        Some((_, trial)) => trial.expectations.push(expectation),
-        None => trials.push((key, Trial { bodies, expectations: vec![expectation] })),
-    };
-    for exercise in exercises {
-        let stripped = BTreeMap::from([(exercise.id.clone(), Body::Stripped)]);
-        let what = format!("exercise {} stripped", exercise.id);
-        let caught = Expect::Caught { uncatchable: None };
-        add(
-            stripped,
-            strip_key(std::iter::once(exercise)),
-            Expectation { what, exercise, expect: caught },
-        );
-        for (index, mistake) in exercise.mistakes.iter().enumerate() {
-            let bodies = BTreeMap::from([(exercise.id.clone(), Body::Mistaken(mistake))]);
-            let what = format!("exercise {} mistake \"{}\"", exercise.id, mistake.what);
-            let expect = Expect::Caught { uncatchable: mistake.uncatchable.as_deref() };
-            add(
-                bodies,
-                format!("{} mistake {index}", exercise.id),
-                Expectation { what, exercise, expect },
-            );
-        }
-    }
-    // The last exercise's one-at-a-time variant is the solution: the chapter's own checks.
-    for (k, exercise) in exercises.iter().enumerate().take(exercises.len().saturating_sub(1)) {
-        let later = &exercises[k + 1..];
-        let bodies = later.iter().map(|later| (later.id.clone(), Body::Stripped)).collect();
-        let what = format!(
-            "exercise {}'s checks pass with {} still stripped",
-            exercise.id,
-            later.iter().map(|later| later.id.as_str()).collect::<Vec<_>>().join(", ")
-        );
-        add(bodies, strip_key(later.iter()), Expectation { what, exercise, expect: Expect::Pass });
-    }
-    trials.into_iter().map(|(_, trial)| trial).collect()
+/// Which exercises' checks were seen not to run which other exercises' regions: (X, Y) when,
+/// with Y stripped and X done, X's checks all passed on the host and none reached Y's
+/// `todo!()`. Those checks never run Y's code, so no mistake there can change what they
+/// say.
+#[derive(Debug, Default)]
+struct Independence {
+    pairs: BTreeSet<(String, String)>,
 }
 
-/// The key of the variant that strips `exercises` and changes nothing else.
-fn strip_key<'a>(exercises: impl Iterator<Item = &'a Exercise>) -> String {
-    let ids: Vec<&str> = exercises.map(|exercise| exercise.id.as_str()).collect();
-    format!("stripped {}", ids.join(" "))
+impl Independence {
+    /// Records what the host's `outcomes` and `outputs` show, for a variant that strips the
+    /// exercises `stripped` and leaves the others done.
+    fn learn(
+        &mut self,
+        exercises: &[Exercise],
+        stripped: &[&str],
+        outcomes: &BTreeMap<String, Outcome>,
+        outputs: &BTreeMap<String, String>,
+    ) {
+        for exercise in exercises.iter().filter(|e| !stripped.contains(&e.id.as_str())) {
+            let untouched = exercise.checks.iter().all(|check| {
+                outcomes.get(check) == Some(&Outcome::Pass)
+                    && outputs.get(check).is_some_and(|output| {
+                        reached_todos(output).iter().all(|id| !stripped.contains(&id.as_str()))
+                    })
+            });
+            if untouched {
+                for id in stripped {
+                    self.pairs.insert((exercise.id.clone(), id.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Whether neither exercise's checks run the other's region.
+    fn both_ways(&self, x: &str, y: &str) -> bool {
+        let pair = |a: &str, b: &str| self.pairs.contains(&(a.to_string(), b.to_string()));
+        pair(x, y) && pair(y, x)
+    }
+}
+
+/// Each exercise stripped alone, and the one-at-a-time variants (every exercise after K
+/// stripped), the same variants merged into one trial.
+fn stripped_trials(exercises: &[Exercise]) -> Vec<Trial<'_>> {
+    let mut trials: Vec<Trial> = Vec::new();
+    let mut add = |stripped: &[Exercise], expectation| {
+        let ids: Vec<&str> = stripped.iter().map(|e| e.id.as_str()).collect();
+        match trials.iter_mut().find(|trial| trial.stripped().as_deref() == Some(&ids[..])) {
+            Some(trial) => trial.expectations.push(expectation),
+            None => {
+                let bodies = stripped.iter().map(|e| (e.id.clone(), Body::Stripped)).collect();
+                trials.push(Trial { bodies, expectations: vec![expectation] })
+            }
+        }
+    };
+    // The last exercise's one-at-a-time variant is the solution: the chapter's checks.
+    for (k, exercise) in exercises.iter().enumerate() {
+        let later = &exercises[k + 1..];
+        if !later.is_empty() {
+            let ids: Vec<&str> = later.iter().map(|later| later.id.as_str()).collect();
+            let what = format!(
+                "exercise {}'s checks pass with {} still stripped",
+                exercise.id,
+                ids.join(", ")
+            );
+            add(later, Expectation { what, exercise, expect: Expect::Pass });
+        }
+    }
+    for exercise in exercises {
+        let what = format!("exercise {} stripped", exercise.id);
+        let expect = Expect::Caught { uncatchable: None };
+        add(std::slice::from_ref(exercise), Expectation { what, exercise, expect });
+    }
+    trials
+}
+
+/// Each listed mistake alone, packed into shared builds where that is sound: mistakes of
+/// different exercises whose checks are disjoint and neither of which runs the other's
+/// region (see [`Independence`]).
+fn mistake_trials<'a>(exercises: &'a [Exercise], independent: &Independence) -> Vec<Trial<'a>> {
+    let mut trials: Vec<Trial> = Vec::new();
+    for exercise in exercises {
+        for mistake in &exercise.mistakes {
+            let what = format!("exercise {} mistake \"{}\"", exercise.id, mistake.what);
+            let expect = Expect::Caught { uncatchable: mistake.uncatchable.as_deref() };
+            let expectation = Expectation { what, exercise, expect };
+            let shares = |trial: &&mut Trial| {
+                trial.expectations.iter().all(|other| {
+                    let (x, y) = (&exercise.id, &other.exercise.id);
+                    x != y
+                        && independent.both_ways(x, y)
+                        && exercise.checks.iter().all(|c| !other.exercise.checks.contains(c))
+                })
+            };
+            match trials.iter_mut().find(shares) {
+                Some(trial) => {
+                    trial.bodies.insert(exercise.id.clone(), Body::Mistaken(mistake));
+                    trial.expectations.push(expectation);
+                }
+                None => trials.push(Trial {
+                    bodies: BTreeMap::from([(exercise.id.clone(), Body::Mistaken(mistake))]),
+                    expectations: vec![expectation],
+                }),
+            }
+        }
+    }
+    trials
+}
+
+impl Trial<'_> {
+    /// The ids of the exercises it strips, when it strips and changes nothing else.
+    fn stripped(&self) -> Option<Vec<&str>> {
+        let all_stripped = self.bodies.values().all(|body| matches!(body, Body::Stripped));
+        all_stripped.then(|| self.bodies.keys().map(String::as_str).collect())
+    }
 }
 
 /// Writes the trial's variant, builds it, runs the checks its expectations name, and puts
-/// the sources back (also when a step fails).
-fn run_trial(chapter: &Chapter, all: &[Chapter], trial: &Trial) -> Result<Tally> {
+/// the sources back (also when a step fails). What a stripping variant's host run shows
+/// about which checks do not run the stripped regions is learnt; a variant that strips one
+/// exercise X with mistakes also runs the checks of each later exercise Y with mistakes
+/// whose region X's checks were seen not to run, to learn whether that holds both ways.
+fn run_trial(
+    chapter: &Chapter,
+    all: &[Chapter],
+    trial: &Trial,
+    exercises: &[Exercise],
+    independent: &mut Independence,
+) -> Result<Tally> {
     let mut tally = Tally::default();
     let _variant = Variant::write(chapter, &trial.bodies)?;
     let binaries = match build_chapter(chapter, all) {
@@ -152,20 +241,41 @@ fn run_trial(chapter: &Chapter, all: &[Chapter], trial: &Trial) -> Result<Tally>
             return Ok(tally);
         }
     };
-    let mut checks: Vec<String> =
-        trial.expectations.iter().flat_map(|e| e.exercise.checks.iter().cloned()).collect();
+    let stripped = trial.stripped();
+    let mut named: Vec<&Exercise> = trial.expectations.iter().map(|e| e.exercise).collect();
+    if let Some([x]) = stripped.as_deref() {
+        let x = exercises.iter().find(|e| e.id == *x).expect("a trial strips an exercise");
+        let worth_learning = |y: &&Exercise| {
+            !x.mistakes.is_empty()
+                && !y.mistakes.is_empty()
+                && independent.pairs.contains(&(x.id.clone(), y.id.clone()))
+        };
+        named.extend(exercises.iter().filter(worth_learning));
+    }
+    let mut checks: Vec<String> = named.iter().flat_map(|e| e.checks.iter().cloned()).collect();
     checks.sort();
     checks.dedup();
-    // Places are tried in turn, and a place runs only while some expectation is undecided:
-    // a failure caught on the host needs no guest.
+    // Places are tried in turn, and a guest runs only while some expectation is undecided:
+    // a mistake caught on the host needs no guest.
     let mut outcomes_at: Vec<(Place, BTreeMap<String, Outcome>)> = Vec::new();
     for place in Place::all_for(chapter) {
+        if place == Place::Host {
+            let (outcomes, outputs) =
+                run_checks_showing_output(chapter, &binaries, &checks, place)?;
+            if let Some(stripped) = &stripped {
+                independent.learn(exercises, stripped, &outcomes, &outputs);
+            }
+            outcomes_at.push((place, outcomes));
+            continue;
+        }
         let undecided = trial.expectations.iter().any(|expectation| {
             !matches!(expectation.expect, Expect::Caught { .. })
                 || first_failure(expectation.exercise, &outcomes_at).is_none()
         });
         if undecided {
-            outcomes_at.push((place, run_checks(chapter, &binaries, &checks, place)?));
+            let only: Vec<String> =
+                trial.expectations.iter().flat_map(|e| e.exercise.checks.iter().cloned()).collect();
+            outcomes_at.push((place, run_checks(chapter, &binaries, &only, place)?));
         }
     }
     for expectation in &trial.expectations {
