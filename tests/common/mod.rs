@@ -4,12 +4,14 @@
 //! Each `tests/chNN_*.rs` includes this module and uses the part it needs.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
@@ -93,6 +95,7 @@ impl Transcript {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             status,
         };
+        remember_container_ids(&transcript.stderr);
         // Into the check's captured output, which a failure shows: what the runtime said,
         // such as the `todo!()` of the exercise it reached (check-chapter names that one).
         print!("{transcript}");
@@ -100,15 +103,38 @@ impl Transcript {
     }
 }
 
+/// Shown as the book shows it, with every container id a runtime announced in this test
+/// process (see [`remember_container_ids`]) as `[ID]`: an id is 12 random hex digits, which
+/// may all be digits, so no pattern tells one from a number.
 impl fmt::Display for Transcript {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "$ {}", self.command_line)?;
-        write!(f, "{}{}", self.stdout, self.stderr)?;
+        let mut shown = format!("$ {}\n{}{}", self.command_line, self.stdout, self.stderr);
         if self.status != 0 {
-            writeln!(f, "[exit status: {}]", self.status)?;
+            shown.push_str(&format!("[exit status: {}]\n", self.status));
         }
-        Ok(())
+        for id in CONTAINER_IDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            shown = shown.replace(id.as_str(), "[ID]");
+        }
+        f.write_str(&shown)
     }
+}
+
+/// The container ids the runtimes announced (`chNN: container ID`), in every check of this
+/// process: a transcript may name another run's container.
+static CONTAINER_IDS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Remembers the ids of the containers that `output` announces, so transcripts show them as
+/// `[ID]`. The shape is exactly that of ch02_namespaces::hostname::new_container_id.
+pub fn remember_container_ids(output: &str) {
+    let ids =
+        output.lines().filter_map(|line| line.split_once(": container ")).map(|(_, id)| id.trim());
+    let ids = ids.filter(|id| {
+        id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    CONTAINER_IDS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .extend(ids.map(String::from));
 }
 
 /// The snapshot settings every check binds: redact only what varies between runs.
@@ -118,7 +144,9 @@ pub fn settings() -> insta::Settings {
     settings.add_filter(&regex_escape(&rootfs().to_string_lossy()), "[ROOTFS]");
     settings.add_filter(r"/tmp/crabbox-test-[A-Za-z0-9]+", "[TMP]");
     settings.add_filter(r"\bpid \d+", "pid [PID]");
-    settings.add_filter(r"\b[0-9a-f]{12}\b", "[ID]");
+    // A container's id in crabbox's firewall rules; transcripts also redact every id a
+    // runtime announced (see Transcript's Display).
+    settings.add_filter(r"\bcrabbox:[0-9a-f]{12}\b", "crabbox:[ID]");
     settings
 }
 
@@ -217,6 +245,7 @@ impl Running {
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                remember_container_ids(&line);
                 eprintln!("{line}");
             }
         });
