@@ -27,7 +27,7 @@ fn ls_root_shows_the_rootfs() {
 fn os_release_is_the_rootfs_one() {
     let _s = common::settings().bind_to_scope();
     let transcript = Transcript::run(&mut ch01_run(&common::rootfs(), &["cat", "/etc/os-release"]));
-    assert_ne!(transcript.stdout, fs::read_to_string("/etc/os-release").unwrap());
+    assert_ne!(transcript.command_output(), fs::read_to_string("/etc/os-release").unwrap());
     assert_snapshot!("os_release", transcript);
 }
 
@@ -35,7 +35,7 @@ fn os_release_is_the_rootfs_one() {
 fn working_directory_is_the_new_root() {
     let transcript = Transcript::run(&mut ch01_run(&common::rootfs(), &["sh", "-c", "pwd; ls"]));
     let listing = Transcript::run(&mut ch01_run(&common::rootfs(), &["ls", "/"]));
-    assert_eq!(transcript.stdout, format!("/\n{}", listing.stdout));
+    assert_eq!(transcript.command_output(), format!("/\n{}", listing.command_output()));
 }
 
 #[test]
@@ -111,7 +111,7 @@ fn dynamically_linked_command_says_its_loader_is_missing() {
     fs::copy(common::bin("ch01"), rootfs.path.join("bin/ch01")).unwrap();
     let transcript = Transcript::run(&mut ch01_run(&rootfs.path, &["/bin/ch01", "--help"]));
     assert_eq!(transcript.status, 127);
-    assert!(transcript.stderr.contains("dynamically linked"), "{transcript}");
+    assert!(transcript.output.contains("dynamically linked"), "{transcript}");
     assert_snapshot!("missing_loader", transcript);
 }
 
@@ -128,7 +128,7 @@ fn network_interfaces_are_still_the_hosts() {
     let inside = Transcript::run(&mut ch01_run(&common::rootfs(), &["ip", "-o", "link"]));
     assert_eq!(inside.status, 0, "{inside}");
     let mut inside_names: Vec<String> = inside
-        .stdout
+        .command_output()
         .lines()
         .map(|line| line.split(": ").nth(1).unwrap().split('@').next().unwrap().to_string())
         .collect();
@@ -151,7 +151,7 @@ fn host_processes_are_visible_once_proc_is_mounted() {
         format!("mount -t proc proc /proc && cat /proc/{}/comm; umount /proc", std::process::id());
     let transcript = Transcript::run(&mut ch01_run(&rootfs.path, &["sh", "-c", &script]));
     let this_test = fs::read_to_string("/proc/self/comm").unwrap();
-    assert_eq!(transcript.stdout, this_test, "{transcript}");
+    assert_eq!(transcript.command_output(), this_test, "{transcript}");
     assert_eq!(common::host_mounts(), mounts_before, "the run left a mount behind");
 }
 

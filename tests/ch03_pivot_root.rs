@@ -31,7 +31,7 @@ fn the_chroot_escape_no_longer_reaches_the_host() {
 fn ps_lists_only_the_containers_processes() {
     let _s = common::settings().bind_to_scope();
     let transcript = Transcript::run(&mut ch03_run(&[], &common::rootfs(), &["ps"]));
-    assert_eq!(transcript.stdout.lines().count(), 2, "{transcript}");
+    assert_eq!(transcript.command_output().lines().count(), 2, "{transcript}");
     assert_snapshot!("ps", transcript);
 }
 
@@ -46,7 +46,7 @@ fn dev_holds_exactly_the_standard_devices() {
 fn devices_work() {
     let script = "echo gone > /dev/null && head -c 4 /dev/zero | wc -c && head -c 8 /dev/urandom | wc -c && echo out > /dev/stdout";
     let transcript = Transcript::run(&mut ch03_run(&[], &common::rootfs(), &["sh", "-c", script]));
-    assert_eq!(transcript.stdout, "4\n8\nout\n", "{transcript}");
+    assert_eq!(transcript.command_output(), "4\n8\nout\n", "{transcript}");
 }
 
 #[test]
@@ -145,5 +145,5 @@ fn the_hosts_mount_table_is_unchanged_by_a_run_that_failed_half_way() {
 fn hostname_and_pid_namespaces_still_apply() {
     let transcript =
         Transcript::run(&mut ch03_run(&[], &common::rootfs(), &["sh", "-c", "hostname; echo $$"]));
-    assert_eq!(transcript.stdout, "box\n1\n");
+    assert_eq!(transcript.command_output(), "box\n1\n");
 }

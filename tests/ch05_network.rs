@@ -132,15 +132,19 @@ fn a_container_on_the_bridge_has_its_own_address_route_and_hosts_file() {
     let mut ch05 = ch05_run(&["--hostname", "box"], &common::rootfs(), &["sh", "-c", script]);
     let transcript = Transcript::run(&mut ch05);
     assert_eq!(transcript.status, 0, "{transcript}");
-    let address = address_in(transcript.stdout.lines().find(|l| l.contains("eth0")).unwrap());
+    let address =
+        address_in(transcript.command_output().lines().find(|l| l.contains("eth0")).unwrap());
     // eth0's MAC is 02:cb and the address, byte by byte.
     let [a, b, c, d] = address.octets();
     let mac = format!("02:cb:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
-    assert!(transcript.stdout.contains(&mac), "{transcript}");
+    assert!(transcript.command_output().contains(&mac), "{transcript}");
     assert!(address.octets()[..2] == [10, 88] && address.to_string() != GATEWAY, "{transcript}");
-    assert!(transcript.stdout.contains(&format!("default via {GATEWAY} dev eth0")), "{transcript}");
-    assert!(transcript.stdout.contains(&format!("{address}\tbox")), "{transcript}");
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert!(
+        transcript.command_output().contains(&format!("default via {GATEWAY} dev eth0")),
+        "{transcript}"
+    );
+    assert!(transcript.command_output().contains(&format!("{address}\tbox")), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.output));
     let mut settings = settings_with_address(&address.to_string());
     settings.add_filter(&mac, "02:cb:[ADDRESS IN HEX]");
     let _s = settings.bind_to_scope();
@@ -152,7 +156,7 @@ fn a_container_reaches_its_gateway() {
     let ping = ["ping", "-c", "1", "-W", "5", GATEWAY];
     let transcript = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &ping));
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stdout.contains("1 packets received"), "{transcript}");
+    assert!(transcript.command_output().contains("1 packets received"), "{transcript}");
 }
 
 #[test]
@@ -162,10 +166,10 @@ fn two_containers_on_the_bridge_reach_each_other() {
     let ping = format!("ping -c 1 -W 5 {first_address}");
     let transcript = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["sh", "-c", &ping]));
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stdout.contains("1 packets received"), "{transcript}");
+    assert!(transcript.command_output().contains("1 packets received"), "{transcript}");
     finish(first);
     assert_nothing_left(&first_id);
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert_nothing_left(&common::announced_id(&transcript.output));
 }
 
 #[test]
@@ -185,8 +189,8 @@ fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
     // A second container cannot take the same port.
     let second = Transcript::run(&mut ch05_run(&["-p", "18080:80"], &common::rootfs(), &["true"]));
     assert_eq!(second.status, 125, "{second}");
-    assert!(second.stderr.contains(&format!("already published by container {id}")), "{second}");
-    assert_nothing_left(&common::announced_id(&second.stderr));
+    assert!(second.output.contains(&format!("already published by container {id}")), "{second}");
+    assert_nothing_left(&common::announced_id(&second.output));
     assert_snapshot!("port_taken", second);
     stop(server);
     assert_nothing_left(&id);
@@ -262,8 +266,8 @@ fn a_port_a_host_program_listens_on_is_refused() {
     let transcript =
         Transcript::run(&mut ch05_run(&["-p", &publish], &common::rootfs(), &["true"]));
     assert_eq!(transcript.status, 125, "{transcript}");
-    assert!(transcript.stderr.contains("a program on the host uses it"), "{transcript}");
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert!(transcript.output.contains("a program on the host uses it"), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.output));
 }
 
 #[test]
@@ -272,7 +276,7 @@ fn with_net_none_only_lo_is_there() {
     let mut ch05 = ch05_run(&["--net", "none"], &common::rootfs(), &["ip", "-o", "link"]);
     let transcript = Transcript::run(&mut ch05);
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert_eq!(transcript.stdout.lines().count(), 1, "{transcript}");
+    assert_eq!(transcript.command_output().lines().count(), 1, "{transcript}");
     assert_snapshot!("net_none", transcript);
 }
 
@@ -284,7 +288,7 @@ fn with_net_host_the_hosts_interfaces_are_there() {
     let host_after = interfaces(&fs::read_to_string("/proc/net/dev").unwrap());
     assert_eq!(transcript.status, 0, "{transcript}");
     // Other checks add and remove their veths meanwhile: compare what stayed.
-    let inside = interfaces(&transcript.stdout);
+    let inside = interfaces(&transcript.command_output());
     let stayed: BTreeSet<_> = host_before.intersection(&host_after).cloned().collect();
     let seen: BTreeSet<_> = host_before.union(&host_after).cloned().collect();
     assert!(inside.is_superset(&stayed) && inside.is_subset(&seen), "{transcript}");
@@ -299,8 +303,8 @@ fn a_container_joins_another_containers_network_namespace() {
     let ip = ["ip", "-o", "-4", "addr", "show", "dev", "eth0"];
     let transcript = Transcript::run(&mut ch05_run(&["--net", &netns], &common::rootfs(), &ip));
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert_eq!(address_in(&transcript.stdout), first_address, "{transcript}");
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert_eq!(address_in(&transcript.command_output()), first_address, "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.output));
     finish(first);
     assert_nothing_left(&first_id);
 }
@@ -334,15 +338,15 @@ fn a_start_that_fails_leaves_nothing() {
     // The command is not found after the network is attached: 127, and all is undone.
     let missing = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["no-such-command"]));
     assert_eq!(missing.status, 127, "{missing}");
-    assert_nothing_left(&common::announced_id(&missing.stderr));
+    assert_nothing_left(&common::announced_id(&missing.output));
 
     // The bridge exists now, with the default subnet: another subnet fails while attaching,
     // after the container's namespaces and cgroup exist.
     let mut other_subnet = ch05_run(&["--subnet", "10.89.0.0/16"], &common::rootfs(), &["true"]);
     let transcript = Transcript::run(&mut other_subnet);
     assert_eq!(transcript.status, 125, "{transcript}");
-    assert!(transcript.stderr.contains("is not the gateway of --subnet"), "{transcript}");
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert!(transcript.output.contains("is not the gateway of --subnet"), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.output));
 }
 
 #[test]
@@ -425,7 +429,7 @@ fn the_host_looks_into_the_containers_namespace_with_nsenter() {
     nsenter.args([netns.as_str(), "ip", "-br", "-4", "addr"]);
     let transcript = Transcript::run(&mut nsenter);
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stdout.contains(&format!("{address}/16")), "{transcript}");
+    assert!(transcript.command_output().contains(&format!("{address}/16")), "{transcript}");
     finish(container);
     assert_nothing_left(&id);
     let mut settings = settings_with_address(&address.to_string());
@@ -454,7 +458,7 @@ fn a_container_cannot_reach_the_hosts_loopback() {
     );
     let mut ch05 = ch05_run(&["--init"], &common::rootfs(), &["sh", "-c", &script]);
     let transcript = Transcript::run(&mut ch05);
-    assert!(transcript.stdout.contains("routed through the gateway"), "{transcript}");
+    assert!(transcript.command_output().contains("routed through the gateway"), "{transcript}");
     assert_ne!(transcript.status, 0, "{transcript}");
     let accepted = service.accept();
     assert!(accepted.is_err(), "a container reached the host's 127.0.0.2: {accepted:?}");

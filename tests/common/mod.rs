@@ -76,30 +76,65 @@ pub fn temp_dir() -> TempDir {
 #[derive(Debug)]
 pub struct Transcript {
     pub command_line: String,
-    pub stdout: String,
-    pub stderr: String,
+    /// What the command wrote to stdout and stderr, in the order a terminal shows it: both
+    /// are one pipe, so the kernel keeps the order of the writes (two pipes read side by
+    /// side cannot tell which of two quick writes came first).
+    pub output: String,
     /// The exit status, or `128 + N` when signal N ended the process (as a shell says).
     pub status: i32,
 }
 
 impl Transcript {
+    /// Runs `command` with an empty stdin (as `Command::output` does) and one pipe for its
+    /// stdout and stderr.
     pub fn run(command: &mut Command) -> Transcript {
-        let output = command.output().expect("start the command");
-        let status = output.status.code().unwrap_or_else(|| {
+        let (mut reader, writer) = std::io::pipe().expect("create a pipe");
+        let writer_too = writer.try_clone().expect("duplicate the pipe");
+        command.stdin(Stdio::null()).stdout(writer).stderr(writer_too);
+        let mut child = command.spawn().expect("start the command");
+        // The command holds the write ends until they are replaced; then only the child has
+        // them, and the pipe ends when it (and what it left running) closes them.
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut bytes).expect("read the command's output");
+        let status = child.wait().expect("wait for the command");
+        let status = status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
-            128 + output.status.signal().expect("a process ends by exit or by signal")
+            128 + status.signal().expect("a process ends by exit or by signal")
         });
         let transcript = Transcript {
             command_line: xtask::process::command_line(command),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            output: String::from_utf8_lossy(&bytes).into_owned(),
             status,
         };
-        remember_container_ids(&transcript.stderr);
+        remember_container_ids(&transcript.output);
         // Into the check's captured output, which a failure shows: what the runtime said,
         // such as the `todo!()` of the exercise it reached (check-chapter names that one).
         print!("{transcript}");
         transcript
+    }
+
+    /// The output without the lines the runtime wrote itself (`chNN: …`, such as
+    /// `ch04: container ID`): what the container's command printed.
+    pub fn command_output(&self) -> String {
+        let program = self.command_line.split_whitespace().next().unwrap_or_default();
+        let own = format!("{program}: ");
+        self.output
+            .lines()
+            .filter(|line| !line.starts_with(&own))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
+    /// The lines the runtime wrote itself, `chNN: …`.
+    pub fn runtime_lines(&self) -> String {
+        let program = self.command_line.split_whitespace().next().unwrap_or_default();
+        let own = format!("{program}: ");
+        self.output
+            .lines()
+            .filter(|line| line.starts_with(&own))
+            .map(|line| format!("{line}\n"))
+            .collect()
     }
 }
 
@@ -108,7 +143,7 @@ impl Transcript {
 /// may all be digits, so no pattern tells one from a number.
 impl fmt::Display for Transcript {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = format!("$ {}\n{}{}", self.command_line, self.stdout, self.stderr);
+        let mut shown = format!("$ {}\n{}", self.command_line, self.output);
         if self.status != 0 {
             shown.push_str(&format!("[exit status: {}]\n", self.status));
         }
@@ -196,7 +231,7 @@ impl EscapeCheck {
 
     /// Whether the run printed the host's marker, i.e. got out.
     pub fn reached_host(&self, transcript: &Transcript) -> bool {
-        transcript.stdout == HOST_MARKER
+        transcript.command_output() == HOST_MARKER
     }
 }
 
