@@ -114,27 +114,37 @@ impl Transcript {
         transcript
     }
 
-    /// The output without the lines the runtime wrote itself (`chNN: …`, such as
-    /// `ch04: container ID`): what the container's command printed.
+    /// The output without what the runtime wrote itself: what the container's command
+    /// printed.
     pub fn command_output(&self) -> String {
-        let program = self.command_line.split_whitespace().next().unwrap_or_default();
-        let own = format!("{program}: ");
-        self.output
-            .lines()
-            .filter(|line| !line.starts_with(&own))
-            .map(|line| format!("{line}\n"))
-            .collect()
+        self.split_output().0
     }
 
-    /// The lines the runtime wrote itself, `chNN: …`.
+    /// What the runtime wrote itself: its `chNN: …` lines (`ch04: container ID`), and the
+    /// report of a panic (a `todo!()` reached) up to its `note:` line.
     pub fn runtime_lines(&self) -> String {
+        self.split_output().1
+    }
+
+    /// (the command's lines, the runtime's lines).
+    fn split_output(&self) -> (String, String) {
         let program = self.command_line.split_whitespace().next().unwrap_or_default();
         let own = format!("{program}: ");
-        self.output
-            .lines()
-            .filter(|line| line.starts_with(&own))
-            .map(|line| format!("{line}\n"))
-            .collect()
+        let (mut command, mut runtime) = (String::new(), String::new());
+        let mut in_panic = false;
+        for line in self.output.lines() {
+            let panic_starts = line.starts_with("thread '") && line.contains(" panicked at ");
+            in_panic |= panic_starts;
+            if in_panic || line.starts_with(&own) {
+                runtime.push_str(line);
+                runtime.push('\n');
+            } else {
+                command.push_str(line);
+                command.push('\n');
+            }
+            in_panic &= !line.starts_with("note: ");
+        }
+        (command, runtime)
     }
 }
 
