@@ -7,6 +7,7 @@ use std::env;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -106,9 +107,18 @@ fn build_static(package: &str, bin: &str) -> Result<Binaries> {
     build(&mut cargo, true)
 }
 
-/// Builds the integration test `name` (tests/<name>.rs) and returns its executable.
+/// Builds the integration test `name` (tests/<name>.rs) and returns its executable. It
+/// depends on no chapter (it runs their binaries), so one build serves a whole run of this
+/// program, however many variants of the chapters the guarantee builds.
 pub fn test_executable(name: &str) -> Result<PathBuf> {
-    let built = build(cargo().args(["test", "--quiet", "--no-run", "--test", name]), false)
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(executable) = built.get(name) {
+        return Ok(executable.clone());
+    }
+    let binaries = build(cargo().args(["test", "--quiet", "--no-run", "--test", name]), false)
         .with_context(|| format!("building the checks in tests/{name}.rs failed"))?;
-    built.bin(name).map(Path::to_path_buf)
+    let executable = binaries.bin(name)?.to_path_buf();
+    built.insert(name.to_string(), executable.clone());
+    Ok(executable)
 }
