@@ -194,21 +194,31 @@ pub fn run_checks(
     only: &[String],
     place: Place,
 ) -> Result<BTreeMap<String, Outcome>> {
-    Ok(parse_libtest(&run_libtest(chapter, binaries, only, place, false)?))
+    Ok(parse_libtest(&run_libtest(chapter, binaries, only, place, Purpose::Learner)?))
 }
 
-/// [`run_checks`], and what each check printed (passed ones too): the guarantee reads there
-/// which exercises' `todo!()`s a check reached.
-pub fn run_checks_showing_output(
+/// [`run_checks`] for the guarantee, on variants of the sources that are meant to fail:
+/// also what each check printed (passed ones too), where the guarantee reads which
+/// exercises' `todo!()`s a check reached; and no snapshot is written.
+pub fn run_variant_checks(
     chapter: &Chapter,
     binaries: &Binaries,
     only: &[String],
     place: Place,
 ) -> Result<(BTreeMap<String, Outcome>, BTreeMap<String, String>)> {
-    let stdout = run_libtest(chapter, binaries, only, place, true)?;
+    let stdout = run_libtest(chapter, binaries, only, place, Purpose::Guarantee)?;
     let outcomes = parse_libtest(&stdout);
     let outputs = outcomes.keys().map(|name| (name.clone(), check_output(&stdout, name))).collect();
     Ok((outcomes, outputs))
+}
+
+/// Who the checks run for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Purpose {
+    /// A snapshot that differs is written beside the old one (`.snap.new`), for review.
+    Learner,
+    /// The guarantee: the output of passed checks too, and no snapshot written.
+    Guarantee,
 }
 
 /// libtest's standard output for the checks `only` (every check when empty) at `place`.
@@ -217,29 +227,35 @@ fn run_libtest(
     binaries: &Binaries,
     only: &[String],
     place: Place,
-    show_output: bool,
+    purpose: Purpose,
 ) -> Result<String> {
     let executable = test_executable(&chapter.test_name)?;
     let mut args: Vec<String> = ["--exact", "--color", "never"].map(String::from).to_vec();
-    if show_output {
+    if purpose == Purpose::Guarantee {
         args.push("--show-output".into());
     }
     args.extend(only.iter().cloned());
+    let mut env = binaries.env();
+    // Snapshots cannot be written from the guest either (its view of the tree is a
+    // throwaway overlay); a mismatch fails the check and shows the difference.
+    if purpose == Purpose::Guarantee || place != Place::Host {
+        env.push(("INSTA_UPDATE".to_string(), "no".to_string()));
+    }
     Ok(match place {
-        Place::Host => run_on_host(&executable, &args, binaries)?,
+        Place::Host => run_on_host(&executable, &args, &env)?,
         Place::Guest(layout) => {
-            // Snapshots cannot be written from the guest (its view of the tree is a
-            // throwaway overlay); a mismatch fails the check and shows the difference.
-            let mut env = binaries.env();
-            env.push(("INSTA_UPDATE".to_string(), "no".to_string()));
             run_in_guest(layout, &executable, &args, &env, &project_root())?.stdout
         }
     })
 }
 
-fn run_on_host(executable: &Path, args: &[String], binaries: &Binaries) -> Result<String> {
+fn run_on_host(executable: &Path, args: &[String], env: &[(String, String)]) -> Result<String> {
     let mut checks = as_root(executable);
-    checks.args(args).envs(binaries.env()).current_dir(project_root()).stderr(Stdio::inherit());
+    checks
+        .args(args)
+        .envs(env.iter().cloned())
+        .current_dir(project_root())
+        .stderr(Stdio::inherit());
     let output = checks.output().with_context(|| format!("run {}", executable.display()))?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     // A run that ends without libtest's summary (sudo refused, a crash) checked nothing.

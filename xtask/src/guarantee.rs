@@ -26,7 +26,7 @@ use anyhow::Result;
 
 use crate::cargo::build_chapter;
 use crate::chapters::{self, Chapter};
-use crate::check::{reached_todos, run_checks, run_checks_showing_output, Outcome, Place, Tally};
+use crate::check::{reached_todos, run_checks, run_variant_checks, Outcome, Place, Tally};
 use crate::exercises::{self, Body, Exercise, Variant};
 
 /// What a trial expects of an exercise's checks.
@@ -262,8 +262,7 @@ fn run_trial(
     let mut outcomes_at: Vec<(Place, BTreeMap<String, Outcome>)> = Vec::new();
     for place in Place::all_for(chapter) {
         if place == Place::Host {
-            let (outcomes, outputs) =
-                run_checks_showing_output(chapter, &binaries, &checks, place)?;
+            let (outcomes, outputs) = run_variant_checks(chapter, &binaries, &checks, place)?;
             if let Some(stripped) = &stripped {
                 independent.learn(exercises, stripped, &outcomes, &outputs);
             }
