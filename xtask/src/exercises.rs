@@ -45,7 +45,8 @@ pub struct Mistake {
     replace: Option<String>,
     #[serde(default)]
     by: Option<String>,
-    /// Why no check can catch it on this machine; the guarantee then reports it as known.
+    /// Why no check can catch it on this machine; the guarantee then reports it as known,
+    /// and the chapter's page must quote `what` (a tidy test).
     #[serde(default)]
     pub uncatchable: Option<String>,
 }

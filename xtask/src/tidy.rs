@@ -60,6 +60,31 @@ fn every_mistake_applies_to_its_region_and_changes_it() {
 }
 
 #[test]
+fn every_uncatchable_mistake_is_named_on_its_chapters_page() {
+    for chapter in chapters::all().unwrap() {
+        let prefix = format!("ch{:02}-", chapter.number);
+        let page = fs::read_dir(project_root().join("book/src"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.file_name().unwrap().to_string_lossy().starts_with(&prefix));
+        for exercise in load(&chapter).unwrap() {
+            for mistake in exercise.mistakes.iter().filter(|m| m.uncatchable.is_some()) {
+                let page = page.as_ref().expect("a chapter with exercises has a page");
+                let text = fs::read_to_string(page).unwrap();
+                assert!(
+                    text.contains(&mistake.what),
+                    "exercise {}: no check catches the mistake \"{}\" here, so {} must say so \
+                     (quote its `what`)",
+                    exercise.id,
+                    mistake.what,
+                    page.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn the_book_includes_code_by_existing_anchors_only() {
     let pages = project_root().join("book/src");
     for entry in fs::read_dir(&pages).unwrap() {
