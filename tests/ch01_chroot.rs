@@ -27,7 +27,7 @@ fn ls_root_shows_the_rootfs() {
 fn os_release_is_the_rootfs_one() {
     let _s = common::settings().bind_to_scope();
     let transcript = Transcript::run(&mut ch01_run(&common::rootfs(), &["cat", "/etc/os-release"]));
-    assert_ne!(transcript.stdout, fs::read_to_string("/etc/os-release").unwrap());
+    assert_ne!(transcript.command_output(), fs::read_to_string("/etc/os-release").unwrap());
     assert_snapshot!("os_release", transcript);
 }
 
@@ -37,7 +37,7 @@ fn working_directory_is_the_new_root() {
     let transcript =
         Transcript::run(&mut ch01_run(&common::rootfs(), &["/bin/sh", "-c", "pwd; ls"]));
     let listing = Transcript::run(&mut ch01_run(&common::rootfs(), &["/bin/ls", "/"]));
-    assert_eq!(transcript.stdout, format!("/\n{}", listing.stdout));
+    assert_eq!(transcript.command_output(), format!("/\n{}", listing.command_output()));
 }
 
 #[test]
@@ -112,7 +112,8 @@ fn a_directory_on_the_path_is_not_the_command() {
     // command, the last one the command itself: only a file is a command (execvp(3)).
     let rootfs = common::rootfs_copy();
     let path = Transcript::run(&mut ch01_run(&rootfs.path, &["sh", "-c", "echo \"$PATH\""]));
-    let dirs: Vec<&str> = path.stdout.trim().split(':').filter(|dir| !dir.is_empty()).collect();
+    let path = path.command_output();
+    let dirs: Vec<&str> = path.trim().split(':').filter(|dir| !dir.is_empty()).collect();
     assert!(dirs.len() >= 2, "the container's PATH has two directories at least: {path}");
     let inside = |dir: &str| rootfs.path.join(dir.trim_start_matches('/'));
     fs::create_dir_all(inside(dirs[0]).join("crabbox-tool")).unwrap();
@@ -121,7 +122,7 @@ fn a_directory_on_the_path_is_not_the_command() {
     fs::write(&tool, "#!/bin/sh\necho the tool ran\n").unwrap();
     fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let transcript = Transcript::run(&mut ch01_run(&rootfs.path, &["crabbox-tool"]));
-    assert_eq!((transcript.stdout.as_str(), transcript.status), ("the tool ran\n", 0));
+    assert_eq!((transcript.command_output().as_str(), transcript.status), ("the tool ran\n", 0));
 }
 
 #[test]
@@ -132,7 +133,7 @@ fn dynamically_linked_command_says_its_loader_is_missing() {
     fs::copy(common::bin("ch01"), rootfs.path.join("bin/ch01")).unwrap();
     let transcript = Transcript::run(&mut ch01_run(&rootfs.path, &["/bin/ch01", "--help"]));
     assert_eq!(transcript.status, 127);
-    assert!(transcript.stderr.contains("dynamically linked"), "{transcript}");
+    assert!(transcript.output.contains("dynamically linked"), "{transcript}");
     assert_snapshot!("missing_loader", transcript);
 }
 
@@ -149,7 +150,7 @@ fn network_interfaces_are_still_the_hosts() {
     let inside = Transcript::run(&mut ch01_run(&common::rootfs(), &["ip", "-o", "link"]));
     assert_eq!(inside.status, 0, "{inside}");
     let mut inside_names: Vec<String> = inside
-        .stdout
+        .command_output()
         .lines()
         .map(|line| line.split(": ").nth(1).unwrap().split('@').next().unwrap().to_string())
         .collect();
@@ -172,7 +173,7 @@ fn host_processes_are_visible_once_proc_is_mounted() {
         format!("mount -t proc proc /proc && cat /proc/{}/comm; umount /proc", std::process::id());
     let transcript = Transcript::run(&mut ch01_run(&rootfs.path, &["sh", "-c", &script]));
     let this_test = fs::read_to_string("/proc/self/comm").unwrap();
-    assert_eq!(transcript.stdout, this_test, "{transcript}");
+    assert_eq!(transcript.command_output(), this_test, "{transcript}");
     assert_eq!(common::host_mounts(), mounts_before, "the run left a mount behind");
 }
 
@@ -201,7 +202,7 @@ fn descriptors_the_caller_left_open_do_not_reach_the_command() {
     let mut ch01 = ch01_run(&rootfs.path, &["sh", "-c", script]);
     common::inherit_fds_on(&mut ch01, host_dir.path());
     let transcript = Transcript::run(&mut ch01);
-    assert_eq!(transcript.stdout, "0\n1\n2\n", "{transcript}");
+    assert_eq!(transcript.command_output(), "0\n1\n2\n", "{transcript}");
 }
 
 #[test]
@@ -214,7 +215,7 @@ fn only_the_variables_given_reach_the_command() {
     let mut ch01 = ch01_run_with(&options, &common::rootfs(), &["sh", "-c", "env | sort"]);
     ch01.env("CRABBOX_SECRET", "hunter2").env("CRABBOX_PASSED_ON", "yes");
     let transcript = Transcript::run(&mut ch01);
-    assert!(!transcript.stdout.contains("hunter2"), "{transcript}");
+    assert!(!transcript.command_output().contains("hunter2"), "{transcript}");
     // No UTS namespace yet: the container's hostname is the host's.
     let hostname = nix::unistd::gethostname().unwrap();
     let mut settings = common::settings();
@@ -240,7 +241,7 @@ fn a_malformed_variable_fails_with_125() {
     let transcript =
         Transcript::run(&mut ch01_run_with(&["-e", "=x"], &common::rootfs(), &["true"]));
     assert_eq!(transcript.status, 125, "{transcript}");
-    assert!(transcript.stderr.contains("not a variable name"), "{transcript}");
+    assert!(transcript.output.contains("not a variable name"), "{transcript}");
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn hostname_inside_is_the_one_asked_for() {
     let host_before = hostname_of_host();
     let mut ch02 = ch02_run(&["--hostname", "box"], &common::rootfs(), &["hostname"]);
     let transcript = Transcript::run(&mut ch02);
-    assert_eq!(transcript.stdout, "box\n");
+    assert_eq!(transcript.command_output(), "box\n");
     assert_eq!(hostname_of_host(), host_before, "the host's hostname changed");
     assert_snapshot!("hostname", transcript);
 }
@@ -43,8 +43,8 @@ fn hostname_inside_is_the_one_asked_for() {
 fn hostname_defaults_to_a_new_container_id() {
     let _s = common::settings().bind_to_scope();
     let transcript = Transcript::run(&mut ch02_run(&[], &common::rootfs(), &["hostname"]));
-    let id = transcript.stdout.trim();
-    assert_eq!(transcript.stderr, format!("ch02: container {id}\n"));
+    let id = transcript.command_output().trim().to_string();
+    assert_eq!(transcript.runtime_lines(), format!("ch02: container {id}\n"));
     assert!(id.len() == 12 && id.chars().all(|c| c.is_ascii_hexdigit()), "{transcript}");
     assert_snapshot!("hostname_default", transcript);
 }
@@ -63,7 +63,7 @@ fn the_command_is_pid_1() {
     let _s = common::settings().bind_to_scope();
     let mut ch02 = ch02_run(&["--hostname", "box"], &common::rootfs(), &["sh", "-c", "echo $$"]);
     let transcript = Transcript::run(&mut ch02);
-    assert_eq!(transcript.stdout, "1\n");
+    assert_eq!(transcript.command_output(), "1\n");
     assert_snapshot!("pid_1", transcript);
 }
 
@@ -86,7 +86,10 @@ fn pid_1_ignores_sigterm_it_has_no_handler_for() {
     let script = "kill -TERM $$; echo survived SIGTERM";
     let mut ch02 = ch02_run(&["--hostname", "box"], &common::rootfs(), &["sh", "-c", script]);
     let transcript = Transcript::run(&mut ch02);
-    assert_eq!((transcript.stdout.as_str(), transcript.status), ("survived SIGTERM\n", 0));
+    assert_eq!(
+        (transcript.command_output().as_str(), transcript.status),
+        ("survived SIGTERM\n", 0)
+    );
     assert_snapshot!("pid_1_ignores_sigterm", transcript);
 }
 
@@ -97,7 +100,7 @@ fn with_init_the_command_is_pid_2_and_sigterm_stops_it() {
     let options = ["--hostname", "box", "--init"];
     let transcript =
         Transcript::run(&mut ch02_run(&options, &common::rootfs(), &["sh", "-c", script]));
-    assert_eq!((transcript.stdout.as_str(), transcript.status), ("2\n", 128 + 15));
+    assert_eq!((transcript.command_output().as_str(), transcript.status), ("2\n", 128 + 15));
     assert_snapshot!("init_sigterm", transcript);
 }
 
@@ -246,8 +249,8 @@ fn ps_shows_the_hosts_processes_while_proc_is_the_hosts() {
     let transcript =
         Transcript::run(&mut ch02_run(&["--hostname", "box"], &rootfs.path, &["sh", "-c", script]));
     let this_test = std::process::id().to_string();
-    assert!(transcript.stdout.starts_with("I am 1\n"), "{transcript}");
-    assert!(transcript.stdout.lines().any(|pid| pid.trim() == this_test), "{transcript}");
+    assert!(transcript.command_output().starts_with("I am 1\n"), "{transcript}");
+    assert!(transcript.command_output().lines().any(|pid| pid.trim() == this_test), "{transcript}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ fn ch04_run<S: AsRef<OsStr>>(options: &[&str], rootfs: &Path, command: &[S]) -> 
 }
 
 fn assert_cgroup_removed(transcript: &Transcript) {
-    let id = common::announced_id(&transcript.stderr);
+    let id = common::announced_id(&transcript.output);
     let left = common::cgroup_dirs_named(&id);
     assert!(left.is_empty(), "the container's cgroup is still there: {left:?}");
 }
@@ -48,7 +48,7 @@ fn the_container_sees_its_cgroup_as_the_root() {
     let mut ch04 = ch04_run(&["--memory", "64m"], &common::rootfs(), &["cat", "/proc/self/cgroup"]);
     let transcript = Transcript::run(&mut ch04);
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stdout.lines().all(|line| line.ends_with(":/")), "{transcript}");
+    assert!(transcript.command_output().lines().all(|line| line.ends_with(":/")), "{transcript}");
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn a_fork_bomb_stops_at_pids_max() {
     let script = "for i in $(seq 1 30); do sleep 1000 & echo $i; done";
     let mut ch04 = ch04_run(&["--pids-limit", "10"], &common::rootfs(), &["sh", "-c", script]);
     let transcript = Transcript::run(&mut ch04);
-    assert!(transcript.stderr.contains("can't fork"), "{transcript}");
+    assert!(transcript.output.contains("can't fork"), "{transcript}");
     assert_cgroup_removed(&transcript);
     assert_snapshot!("fork_bomb", transcript);
 }
@@ -74,7 +74,7 @@ fn a_memory_hog_is_oom_killed_and_reported() {
     let hog = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"];
     let transcript = Transcript::run(&mut ch04_run(&options, &common::rootfs(), &hog));
     assert_eq!(transcript.status, 128 + 9, "{transcript}");
-    assert!(transcript.stderr.contains("killed: out of memory, limit 32 MiB"), "{transcript}");
+    assert!(transcript.output.contains("killed: out of memory, limit 32 MiB"), "{transcript}");
     assert_cgroup_removed(&transcript);
     if !common::host_has_swap() {
         assert_snapshot!("oom", transcript);
@@ -89,7 +89,7 @@ fn cpu_time_is_throttled_to_the_quota() {
     let options = ["--init", "--stats", "--cpus", "0.2"];
     let transcript = Transcript::run(&mut ch04_run(&options, &common::rootfs(), &spin));
     let throttled: u64 = transcript
-        .stderr
+        .output
         .split("throttled ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
@@ -124,7 +124,7 @@ fn a_bad_limit_fails_before_anything_is_created() {
     assert_snapshot!("bad_memory", transcript);
     let transcript = Transcript::run(&mut ch04_run(&["--memory-swap", "64m"], &rootfs, &["true"]));
     assert_eq!(transcript.status, 125);
-    assert!(!transcript.stderr.contains("container"), "a container was created: {transcript}");
+    assert!(!transcript.output.contains("container"), "a container was created: {transcript}");
     assert_snapshot!("swap_without_memory", transcript);
     let transcript = Transcript::run(&mut ch04_run(&["--cpus", "0"], &rootfs, &["true"]));
     assert_eq!(transcript.status, 2, "{transcript}");
@@ -134,7 +134,7 @@ fn a_bad_limit_fails_before_anything_is_created() {
     let options = ["--memory", "1m", "--memory-swap", "1000k"];
     let transcript = Transcript::run(&mut ch04_run(&options, &rootfs, &["true"]));
     assert_eq!(transcript.status, 125, "{transcript}");
-    assert!(!transcript.stderr.contains("container"), "a container was created: {transcript}");
+    assert!(!transcript.output.contains("container"), "a container was created: {transcript}");
 }
 
 #[test]
@@ -199,7 +199,7 @@ fn cleanup_kills_and_removes_what_a_killed_runtime_left() {
     let id = container_of_a_killed_runtime();
     let transcript = Transcript::run(common::command("ch04").arg("cleanup"));
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stderr.contains("removed the cgroups of"), "{transcript}");
+    assert!(transcript.output.contains("removed the cgroups of"), "{transcript}");
     assert_nothing_left_of(&id);
 
     // A process still in a dead runtime's cgroup, one that escaped the end of its PID
@@ -254,10 +254,10 @@ fn a_memory_limit_the_kernel_cannot_hold_is_refused_and_one_above_the_hosts_memo
     let huge = ["--memory", "9999999999g"];
     let transcript = Transcript::run(&mut ch04_run(&huge, &rootfs, &["true"]));
     assert_eq!(transcript.status, 125, "{transcript}");
-    assert!(!transcript.stderr.contains("container"), "a container was created: {transcript}");
+    assert!(!transcript.output.contains("container"), "a container was created: {transcript}");
     assert_snapshot!("memory_beyond_the_kernel", transcript);
     let more_than_any_host = ["--memory", "99999999g"];
     let transcript = Transcript::run(&mut ch04_run(&more_than_any_host, &rootfs, &["true"]));
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stderr.contains("it will never be reached"), "{transcript}");
+    assert!(transcript.output.contains("it will never be reached"), "{transcript}");
 }

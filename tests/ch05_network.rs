@@ -141,15 +141,19 @@ fn a_container_on_the_bridge_has_its_own_address_route_and_hosts_file() {
     let mut ch05 = ch05_run(&["--hostname", "box"], &common::rootfs(), &["sh", "-c", script]);
     let transcript = Transcript::run(&mut ch05);
     assert_eq!(transcript.status, 0, "{transcript}");
-    let address = address_in(transcript.stdout.lines().find(|l| l.contains("eth0")).unwrap());
+    let address =
+        address_in(transcript.command_output().lines().find(|l| l.contains("eth0")).unwrap());
     // eth0's MAC is 02:cb and the address, byte by byte.
     let [a, b, c, d] = address.octets();
     let mac = format!("02:cb:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
-    assert!(transcript.stdout.contains(&mac), "{transcript}");
+    assert!(transcript.command_output().contains(&mac), "{transcript}");
     assert!(address.octets()[..2] == [10, 88] && address.to_string() != GATEWAY, "{transcript}");
-    assert!(transcript.stdout.contains(&format!("default via {GATEWAY} dev eth0")), "{transcript}");
-    assert!(transcript.stdout.contains(&format!("{address}\tbox")), "{transcript}");
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert!(
+        transcript.command_output().contains(&format!("default via {GATEWAY} dev eth0")),
+        "{transcript}"
+    );
+    assert!(transcript.command_output().contains(&format!("{address}\tbox")), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.output));
     let mut settings = settings_with_address(&address.to_string());
     settings.add_filter(&mac, "02:cb:[ADDRESS IN HEX]");
     let _s = settings.bind_to_scope();
@@ -161,7 +165,7 @@ fn a_container_reaches_its_gateway() {
     let ping = ["ping", "-c", "1", "-W", "5", GATEWAY];
     let transcript = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &ping));
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stdout.contains("1 packets received"), "{transcript}");
+    assert!(transcript.command_output().contains("1 packets received"), "{transcript}");
 }
 
 #[test]
@@ -171,10 +175,10 @@ fn two_containers_on_the_bridge_reach_each_other() {
     let ping = format!("ping -c 1 -W 5 {first_address}");
     let transcript = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["sh", "-c", &ping]));
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stdout.contains("1 packets received"), "{transcript}");
+    assert!(transcript.command_output().contains("1 packets received"), "{transcript}");
     finish(first);
     assert_nothing_left(&first_id);
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert_nothing_left(&common::announced_id(&transcript.output));
 }
 
 #[test]
@@ -195,8 +199,8 @@ fn a_published_port_serves_the_host_on_loopback_and_the_bridge_address() {
     // A second container cannot take the same port.
     let second = Transcript::run(&mut ch05_run(&["-p", "18080:80"], &common::rootfs(), &["true"]));
     assert_eq!(second.status, 125, "{second}");
-    assert!(second.stderr.contains(&format!("already published by container {id}")), "{second}");
-    assert_nothing_left(&common::announced_id(&second.stderr));
+    assert!(second.output.contains(&format!("already published by container {id}")), "{second}");
+    assert_nothing_left(&common::announced_id(&second.output));
     assert_snapshot!("port_taken", second);
     stop(server);
     assert_nothing_left(&id);
@@ -299,8 +303,8 @@ fn a_port_a_host_program_listens_on_is_refused() {
     let transcript =
         Transcript::run(&mut ch05_run(&["-p", &publish], &common::rootfs(), &["true"]));
     assert_eq!(transcript.status, 125, "{transcript}");
-    assert!(transcript.stderr.contains("a program on the host uses it"), "{transcript}");
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert!(transcript.output.contains("a program on the host uses it"), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.output));
 }
 
 #[test]
@@ -309,7 +313,7 @@ fn with_net_none_only_lo_is_there() {
     let mut ch05 = ch05_run(&["--net", "none"], &common::rootfs(), &["ip", "-o", "link"]);
     let transcript = Transcript::run(&mut ch05);
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert_eq!(transcript.stdout.lines().count(), 1, "{transcript}");
+    assert_eq!(transcript.command_output().lines().count(), 1, "{transcript}");
     assert_snapshot!("net_none", transcript);
 }
 
@@ -321,7 +325,7 @@ fn with_net_host_the_hosts_interfaces_are_there() {
     let host_after = interfaces(&fs::read_to_string("/proc/net/dev").unwrap());
     assert_eq!(transcript.status, 0, "{transcript}");
     // Other checks add and remove their veths meanwhile: compare what stayed.
-    let inside = interfaces(&transcript.stdout);
+    let inside = interfaces(&transcript.command_output());
     let stayed: BTreeSet<_> = host_before.intersection(&host_after).cloned().collect();
     let seen: BTreeSet<_> = host_before.union(&host_after).cloned().collect();
     assert!(inside.is_superset(&stayed) && inside.is_subset(&seen), "{transcript}");
@@ -343,8 +347,8 @@ fn a_container_joins_another_containers_network_namespace() {
     let transcript =
         Transcript::run(&mut ch05_run(&["--net", &option], &common::rootfs(), &readlink));
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert_eq!(transcript.stdout.trim(), its_netns.to_string_lossy(), "{transcript}");
-    assert_nothing_left(&common::announced_id(&transcript.stderr));
+    assert_eq!(transcript.command_output().trim(), its_netns.to_string_lossy(), "{transcript}");
+    assert_nothing_left(&common::announced_id(&transcript.output));
     finish(first);
     assert_nothing_left(&first_id);
 }
@@ -378,7 +382,7 @@ fn a_start_that_fails_leaves_nothing() {
     // The command is not found after the network is attached: 127, and all is undone.
     let missing = Transcript::run(&mut ch05_run(&[], &common::rootfs(), &["no-such-command"]));
     assert_eq!(missing.status, 127, "{missing}");
-    assert_nothing_left(&common::announced_id(&missing.stderr));
+    assert_nothing_left(&common::announced_id(&missing.output));
 }
 
 /// What there is of crabbox's network in `netns`: crabbox0's addresses, and the ruleset.
@@ -425,7 +429,7 @@ fn subnets_that_cannot_be_a_bridge_are_refused_before_anything_is_made() {
         let mut ch05 = ch05_run(&["--subnet", subnet], &common::rootfs(), &["true"]);
         let transcript = netns.run(|| Transcript::run(&mut ch05));
         assert_ne!(transcript.status, 0, "{transcript}");
-        assert!(transcript.stderr.contains(why), "{transcript}");
+        assert!(transcript.output.contains(why), "{transcript}");
         assert_eq!(network_in(&netns), before, "{transcript}");
         assert_eq!(leases_in(subnet), Vec::<String>::new(), "{transcript}");
         if subnet == "127.0.0.0/8" {
@@ -442,7 +446,7 @@ fn subnets_that_cannot_be_a_bridge_are_refused_before_anything_is_made() {
     let transcript = netns.run(|| Transcript::run(&mut ch05));
     assert_eq!(transcript.status, 125, "{transcript}");
     let why = "has address 10.66.0.1/16, which is not the gateway of --subnet 10.67.0.0/16";
-    assert!(transcript.stderr.contains(why), "{transcript}");
+    assert!(transcript.output.contains(why), "{transcript}");
     assert_eq!(network_in(&netns), before, "{transcript}");
     assert_eq!(leases_in("10.67.0.0/16"), Vec::<String>::new(), "{transcript}");
 }
@@ -459,10 +463,10 @@ fn a_start_that_fails_late_undoes_every_step() {
     let mut ch05 = ch05_run(&["--subnet", subnet, "-p", "18086:80"], &common::rootfs(), &["true"]);
     let transcript = netns.run(|| Transcript::run(&mut ch05));
     assert_eq!(transcript.status, 125, "{transcript}");
-    assert!(transcript.stderr.contains("plug cbx"), "{transcript}");
+    assert!(transcript.output.contains("plug cbx"), "{transcript}");
     assert_eq!(network_in(&netns), before, "{transcript}");
     assert_eq!(leases_in(subnet), Vec::<String>::new(), "{transcript}");
-    let id = common::announced_id(&transcript.stderr);
+    let id = common::announced_id(&transcript.output);
     common::poll_until("the veth to go with its namespace", Duration::from_secs(10), || {
         !netns.output_of("ip", &["-o", "link"]).contains(&id)
     });
@@ -539,7 +543,7 @@ fn the_host_looks_into_the_containers_namespace_with_nsenter() {
     nsenter.args([netns.as_str(), "ip", "-br", "-4", "addr"]);
     let transcript = Transcript::run(&mut nsenter);
     assert_eq!(transcript.status, 0, "{transcript}");
-    assert!(transcript.stdout.contains(&format!("{address}/16")), "{transcript}");
+    assert!(transcript.command_output().contains(&format!("{address}/16")), "{transcript}");
     finish(container);
     assert_nothing_left(&id);
     let mut settings = settings_with_address(&address.to_string());
@@ -568,7 +572,7 @@ fn a_container_cannot_reach_the_hosts_loopback() {
     );
     let mut ch05 = ch05_run(&["--init"], &common::rootfs(), &["sh", "-c", &script]);
     let transcript = Transcript::run(&mut ch05);
-    assert!(transcript.stdout.contains("routed through the gateway"), "{transcript}");
+    assert!(transcript.command_output().contains("routed through the gateway"), "{transcript}");
     assert_ne!(transcript.status, 0, "{transcript}");
     let accepted = service.accept();
     assert!(accepted.is_err(), "a container reached the host's 127.0.0.2: {accepted:?}");

@@ -4,43 +4,37 @@
 //! Each `tests/chNN_*.rs` includes this module and uses the part it needs.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// A chapter binary (`ch01`, …) from the target directory of this test executable.
+/// A chapter binary (`ch01`, …), where `cargo xtask` says it built it.
 pub fn bin(name: &str) -> PathBuf {
-    existing_binary(target_profile_dir().join(name))
+    built_binary(name, false)
 }
 
 /// A binary that `cargo xtask` builds statically for the host triple (`ch01-escape`), so it
 /// runs inside a rootfs without a C library.
 pub fn static_bin(name: &str) -> PathBuf {
-    let profile = target_profile_dir();
-    let target_dir = profile.parent().expect("the profile dir is inside the target dir");
-    let triple = xtask::host_triple();
-    existing_binary(target_dir.join(triple).join(profile.file_name().unwrap()).join(name))
+    built_binary(name, true)
 }
 
-fn target_profile_dir() -> PathBuf {
-    // Test executables live in target/<profile>/deps/.
-    let exe = std::env::current_exe().expect("the test executable has a path");
-    exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps").into()
-}
-
-fn existing_binary(path: PathBuf) -> PathBuf {
-    let name = path.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        path.is_file(),
-        "binary `{name}` not built ({}); run the checks with `cargo xtask check-chapter N`",
-        path.display()
-    );
+/// The binary `name` from the variable `cargo xtask` sets for each binary it built (cargo's
+/// target directory may be anywhere: CARGO_TARGET_DIR).
+fn built_binary(name: &str, statically_linked: bool) -> PathBuf {
+    let var = xtask::binary_var(name, statically_linked);
+    let path = std::env::var_os(&var).map(PathBuf::from);
+    let path = path.filter(|path| path.is_file()).unwrap_or_else(|| {
+        panic!("binary `{name}` not built (no {var}); run the checks with `cargo xtask check-chapter N`")
+    });
     path
 }
 
@@ -82,37 +76,110 @@ pub fn temp_dir() -> TempDir {
 #[derive(Debug)]
 pub struct Transcript {
     pub command_line: String,
-    pub stdout: String,
-    pub stderr: String,
+    /// What the command wrote to stdout and stderr, in the order a terminal shows it: both
+    /// are one pipe, so the kernel keeps the order of the writes (two pipes read side by
+    /// side cannot tell which of two quick writes came first).
+    pub output: String,
     /// The exit status, or `128 + N` when signal N ended the process (as a shell says).
     pub status: i32,
 }
 
 impl Transcript {
+    /// Runs `command` with an empty stdin (as `Command::output` does) and one pipe for its
+    /// stdout and stderr.
     pub fn run(command: &mut Command) -> Transcript {
-        let output = command.output().expect("start the command");
-        let status = output.status.code().unwrap_or_else(|| {
+        let (mut reader, writer) = std::io::pipe().expect("create a pipe");
+        let writer_too = writer.try_clone().expect("duplicate the pipe");
+        command.stdin(Stdio::null()).stdout(writer).stderr(writer_too);
+        let mut child = command.spawn().expect("start the command");
+        // The command holds the write ends until they are replaced; then only the child has
+        // them, and the pipe ends when it (and what it left running) closes them.
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut reader, &mut bytes).expect("read the command's output");
+        let status = child.wait().expect("wait for the command");
+        let status = status.code().unwrap_or_else(|| {
             use std::os::unix::process::ExitStatusExt;
-            128 + output.status.signal().expect("a process ends by exit or by signal")
+            128 + status.signal().expect("a process ends by exit or by signal")
         });
-        Transcript {
-            command_line: xtask::command_line(command),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        let transcript = Transcript {
+            command_line: xtask::process::command_line(command),
+            output: String::from_utf8_lossy(&bytes).into_owned(),
             status,
+        };
+        remember_container_ids(&transcript.output);
+        // Into the check's captured output, which a failure shows: what the runtime said,
+        // such as the `todo!()` of the exercise it reached (check-chapter names that one).
+        print!("{transcript}");
+        transcript
+    }
+
+    /// The output without what the runtime wrote itself: what the container's command
+    /// printed.
+    pub fn command_output(&self) -> String {
+        self.split_output().0
+    }
+
+    /// What the runtime wrote itself: its `chNN: …` lines (`ch04: container ID`), and the
+    /// report of a panic (a `todo!()` reached) up to its `note:` line.
+    pub fn runtime_lines(&self) -> String {
+        self.split_output().1
+    }
+
+    /// (the command's lines, the runtime's lines).
+    fn split_output(&self) -> (String, String) {
+        let program = self.command_line.split_whitespace().next().unwrap_or_default();
+        let own = format!("{program}: ");
+        let (mut command, mut runtime) = (String::new(), String::new());
+        let mut in_panic = false;
+        for line in self.output.lines() {
+            let panic_starts = line.starts_with("thread '") && line.contains(" panicked at ");
+            in_panic |= panic_starts;
+            if in_panic || line.starts_with(&own) {
+                runtime.push_str(line);
+                runtime.push('\n');
+            } else {
+                command.push_str(line);
+                command.push('\n');
+            }
+            in_panic &= !line.starts_with("note: ");
         }
+        (command, runtime)
     }
 }
 
+/// Shown as the book shows it, with every container id a runtime announced in this test
+/// process (see [`remember_container_ids`]) as `[ID]`: an id is 12 random hex digits, which
+/// may all be digits, so no pattern tells one from a number.
 impl fmt::Display for Transcript {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "$ {}", self.command_line)?;
-        write!(f, "{}{}", self.stdout, self.stderr)?;
+        let mut shown = format!("$ {}\n{}", self.command_line, self.output);
         if self.status != 0 {
-            writeln!(f, "[exit status: {}]", self.status)?;
+            shown.push_str(&format!("[exit status: {}]\n", self.status));
         }
-        Ok(())
+        for id in CONTAINER_IDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+            shown = shown.replace(id.as_str(), "[ID]");
+        }
+        f.write_str(&shown)
     }
+}
+
+/// The container ids the runtimes announced (`chNN: container ID`), in every check of this
+/// process: a transcript may name another run's container.
+static CONTAINER_IDS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// Remembers the ids of the containers that `output` announces, so transcripts show them as
+/// `[ID]`. The shape is exactly that of ch02_namespaces::hostname::new_container_id.
+pub fn remember_container_ids(output: &str) {
+    let ids =
+        output.lines().filter_map(|line| line.split_once(": container ")).map(|(_, id)| id.trim());
+    let ids = ids.filter(|id| {
+        id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    CONTAINER_IDS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .extend(ids.map(String::from));
 }
 
 /// The snapshot settings every check binds: redact only what varies between runs.
@@ -122,7 +189,9 @@ pub fn settings() -> insta::Settings {
     settings.add_filter(&regex_escape(&rootfs().to_string_lossy()), "[ROOTFS]");
     settings.add_filter(r"/tmp/crabbox-test-[A-Za-z0-9]+", "[TMP]");
     settings.add_filter(r"\bpid \d+", "pid [PID]");
-    settings.add_filter(r"\b[0-9a-f]{12}\b", "[ID]");
+    // A container's id in crabbox's firewall rules; transcripts also redact every id a
+    // runtime announced (see Transcript's Display).
+    settings.add_filter(r"\bcrabbox:[0-9a-f]{12}\b", "crabbox:[ID]");
     settings
 }
 
@@ -172,7 +241,7 @@ impl EscapeCheck {
 
     /// Whether the run printed the host's marker, i.e. got out.
     pub fn reached_host(&self, transcript: &Transcript) -> bool {
-        transcript.stdout == HOST_MARKER
+        transcript.command_output() == HOST_MARKER
     }
 }
 
@@ -213,8 +282,18 @@ impl Running {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start the runtime");
+        // The runtime's stderr goes into the check's captured output (a thread inherits the
+        // capture of the one that spawned it), which a failure shows.
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                remember_container_ids(&line);
+                eprintln!("{line}");
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let (sender, lines) = mpsc::channel();
         std::thread::spawn(move || {

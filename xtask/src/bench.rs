@@ -18,43 +18,80 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use xtask::host_tools::ensure_tool;
+use xtask::host_tools::ensure_tools;
+use xtask::process::{as_root, is_root, run};
 use xtask::project_root;
-use xtask::rootfs::{ensure_default_rootfs, is_root};
+use xtask::rootfs::ensure_default_rootfs;
 
-use crate::cargo::{as_root, cargo, run};
+use crate::cargo::{build, cargo};
 use crate::chapters;
+use crate::vm::{run_in_guest, CgroupLayout};
 
 const WARM_UP_RUNS: usize = 3;
 /// The host port the bench publishes: a container start with `-p` adds a DNAT rule, and its
 /// exit removes it.
 const BENCH_PORT: u16 = 18099;
 
-pub fn bench(runs: usize, measure: bool) -> Result<()> {
+/// The two programs a measurement runs: the chapter binary, and `bench-spawn`.
+#[derive(Debug, clap::Args)]
+pub struct Measure {
+    /// The chapter binary to measure
+    #[arg(long = "measure-runtime", hide = true, requires = "spawner")]
+    runtime: Option<PathBuf>,
+    /// bench-spawn
+    #[arg(long = "measure-spawner", hide = true)]
+    spawner: Option<PathBuf>,
+}
+
+/// `cargo xtask bench [--guest]`: prepares as the user (cargo never runs as root), then
+/// measures as root, through a second run of this program under sudo when we are not root,
+/// or in the cgroup v2 guest.
+pub fn bench(runs: usize, in_guest: bool, measure: Measure) -> Result<()> {
     ensure!(runs > 0, "--runs must be at least 1");
+    if let Measure { runtime: Some(runtime), spawner: Some(spawner) } = measure {
+        ensure!(is_root(), "bench's measurement runs containers and needs root");
+        return measure_all(runs, &runtime, &spawner);
+    }
     let all = chapters::all()?;
     let latest = all.last().context("no chapters yet")?;
+    ensure_tools([("runc", "runc"), ("crun", "crun")])?;
+    ensure_default_rootfs()?;
     // Optimized, as runc and crun are.
-    let binary = project_root().join(format!("target/release/ch{:02}", latest.number));
-    if measure {
-        ensure!(is_root(), "bench --measure runs containers and needs root");
-    } else {
-        // Prepare as the user (cargo never runs as root), then measure as root.
-        ensure_tool("runc", "runc")?;
-        ensure_tool("crun", "crun")?;
-        ensure_default_rootfs()?;
-        run(cargo().args(["build", "--quiet", "--release", "-p", &latest.package, "--bins"]))?;
-        run(cargo().args(["build", "--quiet", "-p", "xtask", "--bin", "bench-spawn"]))?;
-        if !is_root() {
-            let xtask = std::env::current_exe().context("find the xtask binary")?;
-            return run(as_root(&xtask).args(["bench", "--measure", "--runs", &runs.to_string()]));
-        }
+    let mut release = cargo();
+    release.args(["build", "--quiet", "--release", "-p", &latest.package, "--bins"]);
+    let runtime =
+        build(&mut release, false)?.bin(&format!("ch{:02}", latest.number))?.to_path_buf();
+    let spawner =
+        build(cargo().args(["build", "--quiet", "-p", "xtask", "--bin", "bench-spawn"]), false)?
+            .bin("bench-spawn")?
+            .to_path_buf();
+    let xtask = std::env::current_exe().context("find the xtask binary")?;
+    let runs_arg = runs.to_string();
+    let args = ["bench", "--runs", &runs_arg, "--measure-runtime"].map(String::from);
+    let args = [&args[..], &[path_arg(&runtime)?, "--measure-spawner".into(), path_arg(&spawner)?]]
+        .concat();
+    if in_guest {
+        let run = run_in_guest(CgroupLayout::V2, &xtask, &args, &[], &project_root())?;
+        print!("{}", run.stdout);
+        ensure!(run.status == 0, "the measurement in the guest failed");
+        return Ok(());
     }
+    if is_root() {
+        return measure_all(runs, &runtime, &spawner);
+    }
+    run(as_root(&xtask).args(&args))
+}
+
+fn path_arg(path: &Path) -> Result<String> {
+    path.to_str().map(String::from).with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+fn measure_all(runs: usize, binary: &Path, spawner: &Path) -> Result<()> {
     let bundle = Bundle::new(&ensure_default_rootfs()?)?;
     println!("{runs} runs of `true` each, after {WARM_UP_RUNS} warm-up runs\n");
     println!("{:<40} {:>10} {:>10} {:>12}", "runtime", "median", "p90", "largest RSS");
-    for (label, command) in configurations(&binary, &bundle) {
-        match measure_runs(&command, runs) {
+    for (label, command) in configurations(binary, &bundle) {
+        match measure_runs(spawner, &command, runs) {
             Ok(measured) => println!(
                 "{label:<40} {:>10} {:>10} {:>12}",
                 show_ms(measured.median()),
@@ -120,13 +157,13 @@ impl Measured {
     }
 }
 
-fn measure_runs(command: &[String], runs: usize) -> Result<Measured> {
+fn measure_runs(spawner: &Path, command: &[String], runs: usize) -> Result<Measured> {
     for _ in 0..WARM_UP_RUNS {
-        run_once(command)?;
+        run_once(spawner, command)?;
     }
     let mut measured = Measured { times: Vec::new(), max_rss_kib: 0 };
     for _ in 0..runs {
-        let (time, rss) = run_once(command)?;
+        let (time, rss) = run_once(spawner, command)?;
         measured.times.push(time);
         measured.max_rss_kib = measured.max_rss_kib.max(rss);
     }
@@ -135,8 +172,8 @@ fn measure_runs(command: &[String], runs: usize) -> Result<Measured> {
 }
 
 /// Runs `command` once, through `bench-spawn`: its wall time, and its peak RSS in KiB.
-fn run_once(command: &[String]) -> Result<(Duration, i64)> {
-    let output = Command::new(project_root().join("target/debug/bench-spawn"))
+fn run_once(spawner: &Path, command: &[String]) -> Result<(Duration, i64)> {
+    let output = Command::new(spawner)
         .args(command)
         .stdin(Stdio::null())
         .output()

@@ -1,14 +1,19 @@
-//! Running cargo and the checks the way every task needs them: echoed, from the project
-//! root, with the checks as root (under `sudo -E` when we are not root; cargo never is).
+//! Building with cargo the way every task needs it: echoed, from the project root, and
+//! finding what was built from cargo's JSON messages (the `executable` of each artifact), so
+//! no task assumes where the target directory is.
 
+use std::collections::BTreeMap;
 use std::env;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
-use xtask::host_tools::ensure_tool;
-use xtask::rootfs::is_root;
-use xtask::{command_line, host_triple, project_root};
+use serde_json::Value;
+use xtask::host_tools::ensure_tools;
+use xtask::process::command_line;
+use xtask::{binary_var, host_triple, project_root};
 
 use crate::chapters::Chapter;
 
@@ -18,65 +23,102 @@ pub fn cargo() -> Command {
     cargo
 }
 
-/// Echoes `command` as `$ …`, runs it, and fails unless it succeeds.
-pub fn run(command: &mut Command) -> Result<()> {
-    eprintln!("$ {}", command_line(command));
-    let status = command.status().with_context(|| format!("start {}", command_line(command)))?;
-    if !status.success() {
-        bail!("`{}` failed ({status})", command_line(command));
-    }
-    Ok(())
+/// The executables a build made, by the environment variable that names each one for the
+/// checks ([`binary_var`]).
+#[derive(Debug, Default)]
+pub struct Binaries {
+    by_var: BTreeMap<String, PathBuf>,
 }
 
-/// A command for `program` that runs as root: directly when we are root, else with sudo.
-pub fn as_root(program: &Path) -> Command {
-    if is_root() {
-        Command::new(program)
-    } else {
-        let mut sudo = Command::new("sudo");
-        sudo.arg("-E").arg(program);
-        sudo
+impl Binaries {
+    /// The dynamically linked binary `name`.
+    pub fn bin(&self, name: &str) -> Result<&Path> {
+        self.by_var
+            .get(&binary_var(name, false))
+            .map(PathBuf::as_path)
+            .with_context(|| format!("cargo built no binary `{name}`"))
     }
+
+    /// The statically linked binary `name`.
+    pub fn static_bin(&self, name: &str) -> Result<&Path> {
+        self.by_var
+            .get(&binary_var(name, true))
+            .map(PathBuf::as_path)
+            .with_context(|| format!("cargo built no static binary `{name}`"))
+    }
+
+    /// `CRABBOX_BIN_…=PATH` for each binary, for the checks.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.by_var.iter().map(|(var, path)| (var.clone(), path.display().to_string())).collect()
+    }
+}
+
+/// Runs `cargo` (a `build` or `test --no-run` command), echoed, and returns the executables
+/// it reports, `statically_linked` or not. Compiler messages go to stderr as cargo would show
+/// them.
+pub fn build(cargo: &mut Command, statically_linked: bool) -> Result<Binaries> {
+    cargo.arg("--message-format=json").stdout(Stdio::piped());
+    eprintln!("$ {}", command_line(cargo));
+    let mut child = cargo.spawn().with_context(|| format!("start {}", command_line(cargo)))?;
+    let stdout = child.stdout.take().expect("cargo's stdout is piped");
+    let mut binaries = Binaries::default();
+    for line in BufReader::new(stdout).lines() {
+        let message: Value = serde_json::from_str(&line?).unwrap_or_default();
+        if let Some(rendered) = message["message"]["rendered"].as_str() {
+            eprint!("{rendered}");
+        }
+        let (Some(name), Some(executable)) =
+            (message["target"]["name"].as_str(), message["executable"].as_str())
+        else {
+            continue;
+        };
+        binaries.by_var.insert(binary_var(name, statically_linked), executable.into());
+    }
+    let status = child.wait().context("wait for cargo")?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", command_line(cargo));
+    }
+    Ok(binaries)
 }
 
 /// Builds the binaries of `chapter` and the static helpers of every chapter up to it (later
-/// checks reuse earlier helpers, such as chapter 1's escape).
-pub fn build_chapter(chapter: &Chapter, all: &[Chapter]) -> Result<()> {
-    for (program, package) in &chapter.host_tools {
-        ensure_tool(program, package)?;
-    }
-    run(cargo().args(["build", "--quiet", "-p", &chapter.package, "--bins"]))?;
+/// checks reuse earlier helpers, such as chapter 1's escape), and returns them all.
+pub fn build_chapter(chapter: &Chapter, all: &[Chapter]) -> Result<Binaries> {
+    let tools = chapter.host_tools.iter().map(|(program, package)| (&**program, &**package));
+    ensure_tools(tools).with_context(|| format!("chapter {} needs them", chapter.number))?;
+    let mut binaries =
+        build(cargo().args(["build", "--quiet", "-p", &chapter.package, "--bins"]), false)?;
     for earlier in all.iter().filter(|c| c.number <= chapter.number) {
         for helper in &earlier.static_bins {
-            build_static(&earlier.package, helper)?;
+            binaries.by_var.extend(build_static(&earlier.package, helper)?.by_var);
         }
     }
-    Ok(())
+    Ok(binaries)
 }
 
 /// Builds one binary linked statically. `--target` keeps the flag away from build scripts
-/// and proc macros (which cannot be static) and puts the result in target/<triple>/.
-fn build_static(package: &str, bin: &str) -> Result<()> {
+/// and proc macros (which cannot be static) and puts the result in its own directory.
+fn build_static(package: &str, bin: &str) -> Result<Binaries> {
     let target = host_triple();
-    run(cargo()
+    let mut cargo = cargo();
+    cargo
         .args(["build", "--quiet", "-p", package, "--bin", bin, "--target", &target])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static"))
+        .env("RUSTFLAGS", "-C target-feature=+crt-static");
+    build(&mut cargo, true)
 }
 
-/// Builds the integration test `name` (tests/<name>.rs) and returns its executable.
+/// Builds the integration test `name` (tests/<name>.rs) and returns its executable. It
+/// depends on no chapter (it runs their binaries), so one build serves a whole run of this
+/// program, however many variants of the chapters the guarantee builds.
 pub fn test_executable(name: &str) -> Result<PathBuf> {
-    let output = cargo()
-        .args(["test", "--quiet", "--no-run", "--message-format=json", "--test", name])
-        .output()
-        .context("run cargo test --no-run")?;
-    if !output.status.success() {
-        eprint!("{}", String::from_utf8_lossy(&output.stderr));
-        bail!("building the checks in tests/{name}.rs failed");
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(executable) = built.get(name) {
+        return Ok(executable.clone());
     }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|message| message["target"]["name"] == name)
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .with_context(|| format!("cargo did not report the executable of tests/{name}.rs"))
+    let binaries = build(cargo().args(["test", "--quiet", "--no-run", "--test", name]), false)
+        .with_context(|| format!("building the checks in tests/{name}.rs failed"))?;
+    let executable = binaries.bin(name)?.to_path_buf();
+    built.insert(name.to_string(), executable.clone());
+    Ok(executable)
 }

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use xtask::process::{as_root, command_line};
 use xtask::rootfs::ensure_default_rootfs;
-use xtask::{command_line, host_triple, project_root};
 
-use crate::cargo::{as_root, build_chapter};
+use crate::cargo::{build_chapter, Binaries};
 use crate::chapters;
 
 pub fn demo() -> Result<()> {
@@ -18,11 +18,11 @@ pub fn demo() -> Result<()> {
     let latest = all.last().context("no chapters yet")?;
     println!("Preparing: the busybox rootfs and the chapter binaries.");
     let rootfs = ensure_default_rootfs()?;
-    build_chapter(latest, &all)?;
-    let scratch = Scratch::new(&rootfs)?;
+    let binaries = build_chapter(latest, &all)?;
+    let scratch = Scratch::new(&rootfs, &binaries)?;
     let binary = format!("ch{:02}", latest.number);
     println!("\nA tour of `{binary}`, the latest chapter: a container, one mechanism at a time.");
-    tour(&binary, &scratch.rootfs)?;
+    tour(binaries.bin(&binary)?, &scratch.rootfs)?;
     println!("\nThe book explains each step: `cargo xtask book --serve`.");
     Ok(())
 }
@@ -34,15 +34,15 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(rootfs: &Path) -> Result<Scratch> {
+    fn new(rootfs: &Path, binaries: &Binaries) -> Result<Scratch> {
         // A new folder only we can enter (mode 0700, a random name): what runs as root here
         // must not use a folder someone else prepared.
         let dir = tempfile::Builder::new().prefix("crabbox-demo-").tempdir()?.keep();
         let copy = dir.join("rootfs");
         let copied = Command::new("cp").arg("-a").arg(rootfs).arg(&copy).status()?;
         ensure!(copied.success(), "copy the rootfs to {}", copy.display());
-        let escape = project_root().join("target").join(host_triple()).join("debug/ch01-escape");
-        fs::copy(&escape, copy.join("bin/ch01-escape"))
+        let escape = binaries.static_bin("ch01-escape")?;
+        fs::copy(escape, copy.join("bin/ch01-escape"))
             .with_context(|| format!("copy {} into the rootfs", escape.display()))?;
         Ok(Scratch { rootfs: copy.to_string_lossy().into_owned(), dir })
     }
@@ -54,7 +54,7 @@ impl Drop for Scratch {
     }
 }
 
-fn tour(binary: &str, rootfs: &str) -> Result<()> {
+fn tour(binary: &Path, rootfs: &str) -> Result<()> {
     let run = |say: &str, options: &[&str], command: &[&str]| -> Result<()> {
         let mut args = vec!["run"];
         args.extend(options);
@@ -119,11 +119,11 @@ fn tour(binary: &str, rootfs: &str) -> Result<()> {
 }
 
 /// Says what comes next, then runs the chapter binary with `args`, as root.
-fn step(say: &str, binary: &str, args: &[&str]) -> Result<()> {
+fn step(say: &str, binary: &Path, args: &[&str]) -> Result<()> {
     println!("\n# {say}");
-    let mut command = as_root(&project_root().join("target/debug").join(binary));
+    let mut command = as_root(binary);
     command.args(args);
     println!("$ {}", command_line(&command).trim_start_matches("sudo -E "));
-    command.status().with_context(|| format!("run {binary}"))?;
+    command.status().with_context(|| format!("run {}", binary.display()))?;
     Ok(())
 }

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::Result;
 use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
-use xtask::rootfs::{find_static_busybox_quietly, is_root};
+use xtask::process::is_root;
+use xtask::rootfs::find_static_busybox_quietly;
 
 use crate::chapters;
 

@@ -16,15 +16,68 @@ use crate::chapters::Chapter;
 const START: &str = "// EXERCISE ";
 const END: &str = "// END EXERCISE";
 
+/// One `[[exercise]]` of exercises.toml.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Exercise {
     pub id: String,
     pub title: String,
+    /// The idea, the man page, the kernel behaviour; never the exact call.
     pub hint: String,
+    /// The fuller hint: `cargo xtask hint N.K`, or after a check failed three times in a row.
+    #[serde(default)]
+    pub hint2: Option<String>,
     pub checks: Vec<String>,
+    /// Plausible wrong answers, each of which one of `checks` must catch.
+    #[serde(default, rename = "mistake")]
+    pub mistakes: Vec<Mistake>,
+}
+
+/// One `[[exercise.mistake]]`: a wrong answer, as a whole body for the region or as a patch
+/// of the reference body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mistake {
+    pub what: String,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    replace: Option<String>,
+    #[serde(default)]
+    by: Option<String>,
+    /// Why no check can catch it on this machine; the guarantee then reports it as known,
+    /// and the chapter's page must quote `what` (a tidy test).
+    #[serde(default)]
+    pub uncatchable: Option<String>,
+}
+
+impl Mistake {
+    /// The region's body with this mistake in it, made from the region's `reference` body.
+    pub fn apply(&self, reference: &str) -> Result<String> {
+        let body = match (&self.body, &self.replace, &self.by) {
+            (Some(body), None, None) => body.clone(),
+            (None, Some(replace), Some(by)) => {
+                let found = reference.matches(replace.as_str()).count();
+                if found != 1 {
+                    bail!(
+                        "mistake `{}`: `replace` must match the reference body exactly once, \
+                         and matches it {found} times",
+                        self.what
+                    );
+                }
+                reference.replacen(replace.as_str(), by, 1)
+            }
+            _ => bail!("mistake `{}`: give either `body`, or `replace` and `by`", self.what),
+        };
+        if body == reference {
+            bail!("mistake `{}` leaves the reference body as it is", self.what);
+        }
+        Ok(if body.ends_with('\n') { body } else { format!("{body}\n") })
+    }
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExercisesToml {
     exercise: Vec<Exercise>,
 }
@@ -108,11 +161,28 @@ fn bodies(text: &str) -> Result<BTreeMap<String, String>> {
 
 /// `text` with the body of each region that `select` picks replaced by `todo!`.
 pub fn strip(text: &str, select: impl Fn(&str) -> bool) -> Result<String> {
+    rewrite(text, |id| select(id).then_some(Body::Stripped))
+}
+
+/// What a region holds in a variant of a chapter's sources.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    Stripped,
+    Mistaken(&'a Mistake),
+}
+
+/// `text` with each region's body replaced as `choose` says, given the region's id; regions it
+/// gives None for stay as they are.
+fn rewrite<'a>(text: &str, choose: impl Fn(&str) -> Option<Body<'a>>) -> Result<String> {
     let mut parts = parse(text)?;
     for part in &mut parts {
         if let Part::Region { id, marker, body, .. } = part {
-            if select(id) {
-                *body = todo_body(marker, id);
+            match choose(id) {
+                Some(Body::Stripped) => *body = todo_body(marker, id),
+                Some(Body::Mistaken(mistake)) => {
+                    *body = mistake.apply(body).with_context(|| format!("exercise {id}"))?
+                }
+                None => {}
             }
         }
     }
@@ -164,6 +234,16 @@ pub fn files_with_regions(chapter: &Chapter) -> Result<Vec<PathBuf>> {
     }
     found.sort();
     Ok(found)
+}
+
+#[cfg(test)]
+/// The reference body of every region of `chapter`, by exercise id: what the files hold.
+pub fn reference_bodies(chapter: &Chapter) -> Result<BTreeMap<String, String>> {
+    let mut all = BTreeMap::new();
+    for file in files_with_regions(chapter)? {
+        all.extend(bodies(&fs::read_to_string(&file)?)?);
+    }
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -263,19 +343,33 @@ pub fn solution(chapter: &Chapter) -> Result<()> {
     Ok(())
 }
 
-/// Puts a file's original text back when dropped: `cargo xtask test` strips one exercise at
-/// a time in place and must leave the tree as it found it, also when a step fails.
-pub struct RestoreOnDrop {
-    file: PathBuf,
-    original: String,
+/// A variant of a chapter's sources, written in place: the regions named in it hold the body
+/// it gives them, every other region its reference solution (what the files hold). Dropping
+/// it puts every file back: `cargo xtask test` must leave the tree as it found it, also when
+/// a step fails.
+#[must_use = "the sources are put back when the variant is dropped"]
+pub struct Variant {
+    _restore: Vec<RestoreOnDrop>,
 }
 
-impl RestoreOnDrop {
-    pub fn strip_one(file: &Path, id: &str) -> Result<RestoreOnDrop> {
-        let original = fs::read_to_string(file)?;
-        fs::write(file, strip(&original, |region| region == id)?)?;
-        Ok(RestoreOnDrop { file: file.into(), original })
+impl Variant {
+    pub fn write(chapter: &Chapter, bodies: &BTreeMap<String, Body>) -> Result<Variant> {
+        let mut restore = Vec::new();
+        for file in files_with_regions(chapter)? {
+            let original = fs::read_to_string(&file)?;
+            let changed = rewrite(&original, |id| bodies.get(id).copied())?;
+            if changed != original {
+                restore.push(RestoreOnDrop { file: file.clone(), original });
+                fs::write(&file, changed)?;
+            }
+        }
+        Ok(Variant { _restore: restore })
     }
+}
+
+struct RestoreOnDrop {
+    file: PathBuf,
+    original: String,
 }
 
 impl Drop for RestoreOnDrop {
@@ -317,6 +411,34 @@ mod tests {
     fn a_stripped_file_is_not_a_solution() {
         assert!(is_stripped(STRIPPED));
         assert!(!is_stripped(SOLVED));
+    }
+
+    fn mistake(toml: &str) -> Mistake {
+        toml::from_str(&format!("what = \"a mistake\"\n{toml}")).unwrap()
+    }
+
+    #[test]
+    fn a_mistake_patches_the_reference_body_once() {
+        let reference = "    let one = 1;\n    one\n";
+        let patched = mistake("replace = \"= 1\"\nby = \"= 2\"").apply(reference).unwrap();
+        assert_eq!(patched, "    let one = 2;\n    one\n");
+        let twice = mistake("replace = \"one\"\nby = \"two\"").apply(reference).unwrap_err();
+        assert!(twice.to_string().contains("2 times"), "{twice}");
+        let body = mistake("body = \"    0\"").apply(reference).unwrap();
+        assert_eq!(body, "    0\n");
+        assert!(mistake("replace = \"one\"").apply(reference).is_err());
+        assert!(toml::from_str::<Mistake>("what = \"x\"\nbdy = \"0\"").is_err());
+    }
+
+    #[test]
+    fn a_variant_rewrites_only_the_regions_it_names() {
+        let two = mistake("replace = \"= 1\"\nby = \"= 2\"");
+        let text = format!("{SOLVED}{}", SOLVED.replace("1.1", "1.2"));
+        let variant = rewrite(&text, |id| (id == "1.1").then_some(Body::Mistaken(&two))).unwrap();
+        assert_eq!(
+            variant,
+            format!("{}{}", SOLVED.replace("= 1", "= 2"), SOLVED.replace("1.1", "1.2"))
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod check;
 mod demo;
 mod doctor;
 mod exercises;
+mod guarantee;
 mod network;
 mod test;
 #[cfg(test)]
@@ -37,13 +38,21 @@ enum Task {
     /// Everything CI checks: fmt, clippy, unit tests, every chapter's checks, the exercise
     /// guarantee, the book
     Test,
+    /// The exercise guarantee of chapter N (or of every chapter): each exercise stripped, and
+    /// each of its mistakes, is caught; each exercise's checks pass one exercise at a time
+    Guarantee { chapter: Option<u32> },
     /// Build chapter N and run its checks, one line per check
     CheckChapter {
         chapter: u32,
+        /// Only the checks of exercise N.K
+        #[arg(long, value_name = "K")]
+        exercise: Option<u32>,
         /// Also run them in the throwaway guests the chapter asks for (cgroup v2)
         #[arg(long)]
         guests: bool,
     },
+    /// The fuller, second hint of exercise N.K (`cargo xtask hint 3.1`)
+    Hint { exercise: String },
     /// Replace the exercise regions of chapter N with `todo!` (your work is saved first)
     Exercise { chapter: u32 },
     /// Put the reference solution of chapter N back (your work is saved first)
@@ -59,9 +68,11 @@ enum Task {
         /// Measured runs per runtime
         #[arg(long, default_value_t = 20)]
         runs: usize,
-        /// Measure only (the preparation is done; used when re-run under sudo)
-        #[arg(long, hide = true)]
-        measure: bool,
+        /// Measure in the cgroup v2 guest (crun refuses a cgroup v1 or hybrid host)
+        #[arg(long)]
+        guest: bool,
+        #[command(flatten)]
+        measure: bench::Measure,
     },
     /// Remove chapter 5's bridge crabbox0 and NAT rules, once no container uses them
     NetworkRm,
@@ -89,7 +100,11 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Demo => demo::demo(),
         Task::Test => test::test(),
-        Task::CheckChapter { chapter, guests } => check::check_chapter(chapter, guests),
+        Task::CheckChapter { chapter, exercise, guests } => {
+            check::check_chapter(chapter, exercise, guests)
+        }
+        Task::Hint { exercise } => check::hint(&exercise),
+        Task::Guarantee { chapter } => guarantee::run(chapter),
         Task::Exercise { chapter } => {
             exercises::exercise(chapters::find(&chapters::all()?, chapter)?)
         }
@@ -97,7 +112,7 @@ fn run(task: Task) -> Result<()> {
             exercises::solution(chapters::find(&chapters::all()?, chapter)?)
         }
         Task::Book { serve } => book::book(serve),
-        Task::Bench { runs, measure } => bench::bench(runs, measure),
+        Task::Bench { runs, guest, measure } => bench::bench(runs, guest, measure),
         Task::NetworkRm => network::network_rm(),
         Task::VmTest(args) => vm::vm_test(&args),
     }

@@ -4,9 +4,9 @@
 //! `ch05 network-rm`, which refuses while a container uses them.
 
 use anyhow::Result;
-use xtask::project_root;
+use xtask::process::{as_root, run};
 
-use crate::cargo::{as_root, build_chapter, run};
+use crate::cargo::build_chapter;
 use crate::chapters;
 
 /// The chapter whose binary sets up, and removes, the bridge network.
@@ -14,8 +14,8 @@ const NETWORK_CHAPTER: u32 = 5;
 
 pub fn network_rm() -> Result<()> {
     let all = chapters::all()?;
-    build_chapter(chapters::find(&all, NETWORK_CHAPTER)?, &all)?;
-    let binary = project_root().join(format!("target/debug/ch{NETWORK_CHAPTER:02}"));
-    run(as_root(&binary).arg("cleanup"))?;
-    run(as_root(&binary).arg("network-rm"))
+    let binaries = build_chapter(chapters::find(&all, NETWORK_CHAPTER)?, &all)?;
+    let binary = binaries.bin(&format!("ch{NETWORK_CHAPTER:02}"))?;
+    run(as_root(binary).arg("cleanup"))?;
+    run(as_root(binary).arg("network-rm"))
 }

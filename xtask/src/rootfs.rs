@@ -5,40 +5,22 @@ use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
 use crate::host_tools::apt_install;
-
-use crate::project_root;
+use crate::{build_in_place, project_root};
 
 /// Where the default rootfs lives: a gitignored folder of the project.
 pub fn default_rootfs_dir() -> PathBuf {
     project_root().join(".crabbox/rootfs/busybox")
 }
 
-/// Returns the default rootfs, building it first when it is missing. A rootfs is built in a
-/// staging folder and renamed into place, so its folder exists only once it is complete and
-/// parallel callers (test threads here, other processes by the staging name) never see half
-/// of one.
+/// Returns the default rootfs, building it first when it is missing (whole or not at all:
+/// see [`build_in_place`]).
 pub fn ensure_default_rootfs() -> Result<PathBuf> {
-    static BUILDING: Mutex<()> = Mutex::new(());
-    let _one_builder = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let dir = default_rootfs_dir();
-    if dir.is_dir() {
-        return Ok(dir);
-    }
-    let busybox = find_static_busybox()?;
-    let staging = dir.with_file_name(format!("busybox.staging-{}", std::process::id()));
-    let built = build_rootfs(&staging, &busybox)
-        .and_then(|()| fs::rename(&staging, &dir).context("move the new rootfs into place"));
-    if let Err(err) = built {
-        let _ = fs::remove_dir_all(&staging);
-        if !dir.is_dir() {
-            return Err(err);
-        }
-    }
+    build_in_place(&dir, |staging| build_rootfs(staging, &find_static_busybox()?))?;
     Ok(dir)
 }
 
@@ -97,7 +79,7 @@ pub fn find_static_busybox() -> Result<PathBuf> {
     if let Some(busybox) = find_static_busybox_quietly() {
         return Ok(busybox);
     }
-    if apt_install("busybox-static")? {
+    if apt_install(&["busybox-static"])? {
         if let Some(busybox) = find_static_busybox_quietly() {
             return Ok(busybox);
         }
@@ -123,10 +105,6 @@ fn is_statically_linked(path: &Path) -> bool {
         let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
         text.contains("not a dynamic executable") || text.contains("statically linked")
     })
-}
-
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 #[cfg(test)]
