@@ -247,3 +247,13 @@ fn mount_tmpfs(dir: &Path) {
     mount(Some("crabbox-test"), dir, Some("tmpfs"), MsFlags::empty(), Some("size=1m"))
         .expect("mount a tmpfs for the check");
 }
+
+#[test]
+fn read_only_works_on_a_rootfs_without_proc_sys_or_dev() {
+    let rootfs = common::rootfs_copy();
+    for dir in ["proc", "sys", "dev"] {
+        let _ = fs::remove_dir_all(rootfs.path.join(dir));
+    }
+    let transcript = Transcript::run(&mut ch03_run(&["--read-only"], &rootfs.path, &["/bin/true"]));
+    assert_eq!(transcript.status, 0, "{transcript}");
+}

@@ -44,8 +44,8 @@ fn checks() -> Vec<(&'static str, Finding)> {
 
 /// What each chapter of the book needs, by check name.
 const CHAPTER_NEEDS: &[(u32, &[&str])] = &[
-    (1, &["root", "busybox"]),
-    (2, &["root", "busybox", "namespaces"]),
+    (1, &["root", "busybox", "kernel"]),
+    (2, &["root", "busybox", "namespaces", "kernel"]),
     (3, &["root", "busybox", "namespaces", "kernel"]),
     (4, &["root", "busybox", "namespaces", "cgroups", "kernel"]),
     (5, &["root", "busybox", "namespaces", "net namespace", "veth and bridge", "firewall"]),
@@ -95,8 +95,8 @@ fn kernel() -> Finding {
         good(format!("Linux {release}"))
     } else {
         bad(format!(
-            "Linux {release}: the workshop needs 5.14 or newer (mount_setattr(2) for read-only \
-             trees from 5.12, cgroup.kill from 5.14); use a newer VM image"
+            "Linux {release}: the workshop needs 5.14 or newer (close_range(2)'s close-on-exec from \
+             5.11, mount_setattr(2) from 5.12, cgroup.kill from 5.14); use a newer VM image"
         ))
     }
 }

@@ -68,6 +68,9 @@ fn set_var(env: &mut Vec<String>, spec: &str) -> Result<()> {
     };
     check_key(key)?;
     let Some(value) = value else { return Ok(()) };
+    if value.contains('\0') {
+        bail!("the value of `{key}` holds a NUL byte, which no environment can carry");
+    }
     let var = format!("{key}={value}");
     match env.iter_mut().find(|old| old.split_once('=').is_some_and(|(name, _)| name == key)) {
         Some(old) => *old = var,
@@ -77,7 +80,7 @@ fn set_var(env: &mut Vec<String>, spec: &str) -> Result<()> {
 }
 
 fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.contains(char::is_whitespace) {
+    if key.is_empty() || key.contains(char::is_whitespace) || key.contains('\0') {
         bail!("`{key}` is not a variable name: write KEY=VALUE, or KEY to pass on the caller's");
     }
     Ok(())
@@ -148,6 +151,8 @@ mod tests {
         assert!(format!("{err:#}").contains("not a variable name"), "{err:#}");
         let err = container_env(&request(&["MY VAR=x"]), "box", None).unwrap_err();
         assert!(format!("{err:#}").contains("`MY VAR`"), "{err:#}");
+        let err = container_env(&request(&["A=x\0y"]), "box", None).unwrap_err();
+        assert!(format!("{err:#}").contains("NUL byte"), "{err:#}");
         let files = vec![PathBuf::from("/no/such/env")];
         let err = container_env(&EnvRequest { vars: vec![], files }, "box", None).unwrap_err();
         assert!(format!("{err:#}").contains("/no/such/env"), "{err:#}");

@@ -87,7 +87,6 @@ pub fn close_fds_on_exec() -> Result<(), Errno> {
     Errno::result(result).map(drop)
 }
 // ANCHOR_END: close_fds_on_exec
-// ANCHOR_END: exec_command
 
 /// Rust's runtime ignores SIGPIPE before `main`, and an ignored signal stays ignored across
 /// execve(2) (see signal(7)): without this, `yes | head -1` in the container would see

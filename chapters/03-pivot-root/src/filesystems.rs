@@ -15,6 +15,18 @@ pub const NO_EXEC_SUID_DEV: MsFlags =
 
 /// Mounts a filesystem of type `fstype` on `target` (inside the new root), creating the
 /// directory when the rootfs lacks it.
+/// Creates the directories /proc, /sys and /dev are mounted on, when the rootfs lacks them.
+/// Run before the rootfs is made read-only: after that, nothing can be created in it.
+pub fn create_filesystem_mount_points(rootfs: &Path) -> Result<()> {
+    for dir in ["proc", "sys", "dev"] {
+        let target = rootfs.join(dir);
+        if target.symlink_metadata().is_err() {
+            fs::create_dir(&target).with_context(|| format!("create {}", target.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
     if Path::new(target).symlink_metadata().is_ok_and(|meta| !meta.is_dir()) {
         bail!("cannot mount {fstype} on {target}: in this rootfs {target} is not a directory");

@@ -13,7 +13,9 @@ use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
 use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, SignalMask};
 use ch02_namespaces::start::start_command;
 use ch03_pivot_root::cli::RunArgs;
-use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
+use ch03_pivot_root::filesystems::{
+    create_filesystem_mount_points, mount_dev, mount_proc, mount_sys,
+};
 use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, make_read_only};
 use ch03_pivot_root::pivot_root::pivot_root_into;
 use ch03_pivot_root::volumes::{bind_volume, create_mount_point};
@@ -82,6 +84,7 @@ fn set_up_container(container: &Container, args: &RunArgs) -> Result<()> {
     for volume in &args.volumes {
         create_mount_point(rootfs, volume)?;
     }
+    create_filesystem_mount_points(rootfs)?;
     if args.read_only {
         make_read_only(rootfs)?;
     }

@@ -106,7 +106,7 @@ fn lock_path(id: &str) -> PathBuf {
 /// lets no process clean up), killing whatever still runs in them, and their runtimes'
 /// lock files. Returns their ids.
 pub fn reclaim_stale_cgroups(setup: CgroupSetup) -> Result<Vec<String>> {
-    let mut reclaimed = Vec::new();
+    let (mut reclaimed, mut failures) = (Vec::new(), Vec::new());
     let mut ids: BTreeSet<String> = container_ids(setup)?.into_iter().collect();
     // A runtime killed between taking its lock and making its cgroup left just the file.
     ids.extend(locked_ids()?);
@@ -114,13 +114,25 @@ pub fn reclaim_stale_cgroups(setup: CgroupSetup) -> Result<Vec<String>> {
         // A runtime takes its lock before it makes its cgroup, so a cgroup whose lock is
         // free was left by a runtime that has ended.
         let Some(_lock) = RuntimeLock::take_if_abandoned(&id)? else { continue };
-        // EXERCISE 4.5: the runtime of `id` is gone: remove its cgroup in every hierarchy it is in, killing whatever still runs there
-        Cgroup::existing(setup, &id)?
-            .remove()
-            .with_context(|| format!("remove the cgroup of the stale container {id}"))?;
-        // END EXERCISE
-        reclaimed.push(id);
+        let removed = remove_stale_cgroup(setup, &id);
+        // One cgroup that will not go must not keep the others.
+        match removed {
+            Ok(()) => reclaimed.push(id),
+            Err(err) => failures.push(format!("{err:#}")),
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{}", failures.join("; "));
     }
     Ok(reclaimed)
+}
+
+/// Removes the cgroup of `id`, whose runtime is gone, with whatever still runs in it.
+fn remove_stale_cgroup(setup: CgroupSetup, id: &str) -> Result<()> {
+    // EXERCISE 4.5: the runtime of `id` is gone: remove its cgroup in every hierarchy it is in, killing whatever still runs there
+    Cgroup::existing(setup, id)?
+        .remove()
+        .with_context(|| format!("remove the cgroup of the stale container {id}"))
+    // END EXERCISE
 }
 // ANCHOR_END: reclaim_stale_cgroups

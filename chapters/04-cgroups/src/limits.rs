@@ -28,9 +28,11 @@ pub struct Limits {
     pub pids: Option<u64>,
 }
 
-/// The largest limit the kernel holds: its page counters count at most LONG_MAX bytes
-/// (mm/page_counter.c); a larger value written to memory.max silently means no limit.
-pub const KERNEL_MAX_LIMIT: u64 = i64::MAX as u64;
+/// The kernel's limits are counted in pages of 4 KiB (x86_64; larger on some arm64 kernels,
+/// which only lowers what they mean), up to PAGE_COUNTER_MAX = LONG_MAX / PAGE_SIZE pages
+/// (mm/page_counter.c). A value written to memory.max is cut down to that many pages, and
+/// that many means no limit: so a limit must stay below this many bytes.
+pub const KERNEL_MAX_LIMIT: u64 = (i64::MAX as u64 / 4096) * 4096;
 
 impl Limits {
     /// Checks how the limits go together (swap needs memory and cannot be less than it, and
@@ -54,9 +56,9 @@ impl Limits {
         let mut warnings = Vec::new();
         for (option, limit) in [("--memory", self.memory), ("--memory-swap", self.memory_swap)] {
             let Some(limit) = limit else { continue };
-            if limit > KERNEL_MAX_LIMIT {
+            if limit >= KERNEL_MAX_LIMIT {
                 bail!(
-                    "{option} {} is more than the kernel can hold (at most {KERNEL_MAX_LIMIT} \
+                    "{option} {} is more than the kernel can hold (less than {KERNEL_MAX_LIMIT} \
                      bytes, just under 8 EiB); leave the option out for no limit",
                     show_size(limit)
                 );
@@ -160,10 +162,10 @@ mod tests {
             warnings,
             ["--memory 95.4 PiB is more than this host's memory (16 GiB): it will never be reached"]
         );
-        let too_big = Limits { memory: Some(KERNEL_MAX_LIMIT + 1), ..Limits::default() };
+        let too_big = Limits { memory: Some(KERNEL_MAX_LIMIT), ..Limits::default() };
         let err = too_big.check_against(host).unwrap_err().to_string();
         assert!(
-            err.contains("more than the kernel can hold (at most 9223372036854775807 bytes"),
+            err.contains("more than the kernel can hold (less than 9223372036854771712 bytes"),
             "{err}"
         );
         let fine = Limits { memory: Some(64 << 20), ..Limits::default() };

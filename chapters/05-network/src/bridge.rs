@@ -36,7 +36,7 @@ pub fn check_subnet_on_host(netlink: &mut Netlink, subnet: &Subnet) -> Result<()
     for (destination, prefix, interface) in routes {
         let route = Subnet::new(destination, prefix);
         // The default route (prefix 0) overlaps everything, and crabbox0's are its own.
-        if prefix > 0 && interface != bridge && route.overlaps(subnet) {
+        if prefix > 0 && (interface.is_none() || interface != bridge) && route.overlaps(subnet) {
             bail!(
                 "--subnet {subnet} overlaps {route}, which the host routes elsewhere (see \
                  `ip route`); choose a private subnet that no route of the host uses"

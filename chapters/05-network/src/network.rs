@@ -110,7 +110,9 @@ impl Network {
         match (attached, self) {
             (Ok(()), _) => Ok(attachment),
             (Err(err), Network::Bridge(bridge)) => {
-                let undone = attachment.detach().and_then(|()| made.undo(bridge));
+                // Both steps run: a failed detach must not keep the shared network half-made.
+                let detached = attachment.detach();
+                let undone = after_cleanup(detached, made.undo(bridge), "undoing the bridge");
                 after_cleanup(Err(err), undone, "undoing the half-made network")
             }
             (Err(err), _) => Err(err),
