@@ -13,12 +13,10 @@ use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
 use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, SignalMask};
 use ch02_namespaces::start::start_command;
 use ch03_pivot_root::cli::RunArgs;
-use ch03_pivot_root::filesystems::{
-    create_filesystem_mount_points, mount_dev, mount_proc, mount_sys,
-};
-use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, make_read_only};
+use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
+use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private};
 use ch03_pivot_root::pivot_root::pivot_root_into;
-use ch03_pivot_root::volumes::{bind_volume, create_mount_point};
+use ch03_pivot_root::volumes::{bind_volumes, Volume};
 use clap::{Parser, Subcommand};
 use nix::sched::CloneFlags;
 
@@ -81,16 +79,8 @@ fn set_up_container(container: &Container, args: &RunArgs) -> Result<()> {
     set_hostname(&container.hostname)?;
     make_mounts_private()?;
     bind_mount_rootfs(rootfs)?;
-    for volume in &args.volumes {
-        create_mount_point(rootfs, volume)?;
-    }
-    create_filesystem_mount_points(rootfs)?;
-    if args.read_only {
-        make_read_only(rootfs)?;
-    }
-    for volume in &args.volumes {
-        bind_volume(rootfs, volume)?;
-    }
+    let volumes: Vec<&Volume> = args.volumes.iter().collect();
+    bind_volumes(rootfs, &volumes, args.read_only)?;
     pivot_root_into(rootfs)?;
     mount_proc()?;
     mount_sys()?;

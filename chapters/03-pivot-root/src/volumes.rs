@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 use nix::mount::{mount, MsFlags};
 
+use crate::filesystems::create_filesystem_mount_points;
 use crate::mounts::make_read_only;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +39,23 @@ pub fn parse_volume(spec: &str) -> Result<Volume, String> {
     Ok(Volume { host, container, read_only })
 }
 
+// ANCHOR: bind_volumes
+/// Mounts the volumes into the bind-mounted rootfs, which `read_only` makes read-only
+/// first, and its host submounts with it. The order matters: every mount point is made
+/// while the rootfs can still be written, and the volumes go on top of the read-only tree
+/// with flags of their own.
+pub fn bind_volumes(rootfs: &Path, volumes: &[&Volume], read_only: bool) -> Result<()> {
+    for volume in volumes {
+        create_mount_point(rootfs, volume)?;
+    }
+    create_filesystem_mount_points(rootfs)?;
+    if read_only {
+        make_read_only(rootfs)?;
+    }
+    volumes.iter().try_for_each(|volume| bind_volume(rootfs, volume))
+}
+// ANCHOR_END: bind_volumes
+
 // ANCHOR: bind_volume
 /// Bind-mounts a volume onto its mount point in the rootfs (before pivot_root, while the
 /// host's paths are still reachable). A read-only volume is read-only all the way down.
@@ -65,7 +83,7 @@ fn mount_point(rootfs: &Path, volume: &Volume) -> PathBuf {
 
 /// Creates a volume's mount point when the rootfs lacks one. A bind mount needs a target of
 /// the same kind as its source: a directory or a file.
-pub fn create_mount_point(rootfs: &Path, volume: &Volume) -> Result<()> {
+fn create_mount_point(rootfs: &Path, volume: &Volume) -> Result<()> {
     let target = mount_point(rootfs, volume);
     if volume.host.is_dir() {
         return fs::create_dir_all(&target)

@@ -13,12 +13,10 @@ use ch02_namespaces::hostname::{hostname_or_id, new_container_id, set_hostname};
 use ch02_namespaces::namespaces::{spawn_in_namespaces, NAMESPACES};
 use ch02_namespaces::signals::{block_signals, forward_signals_until_exit, SignalMask};
 use ch02_namespaces::start::start_command;
-use ch03_pivot_root::filesystems::{
-    create_filesystem_mount_points, mount_dev, mount_proc, mount_sys,
-};
-use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private, make_read_only};
+use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
+use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private};
 use ch03_pivot_root::pivot_root::pivot_root_into;
-use ch03_pivot_root::volumes::{bind_volume, create_mount_point};
+use ch03_pivot_root::volumes::{bind_volumes, Volume};
 use ch04_cgroups::cgroups::{
     detect_setup, enter_cgroup_namespace, mount_cgroupfs, Cgroup, CgroupSetup,
 };
@@ -143,17 +141,8 @@ fn set_up_container(container: &Container) -> Result<()> {
     make_mounts_private()?;
     bind_mount_rootfs(rootfs)?;
     let network_files = container.network.volumes(&container.id);
-    let volumes: Vec<_> = args.volumes.iter().chain(&network_files).collect();
-    for volume in &volumes {
-        create_mount_point(rootfs, volume)?;
-    }
-    create_filesystem_mount_points(rootfs)?;
-    if args.read_only {
-        make_read_only(rootfs)?;
-    }
-    for volume in &volumes {
-        bind_volume(rootfs, volume)?;
-    }
+    let volumes: Vec<&Volume> = args.volumes.iter().chain(&network_files).collect();
+    bind_volumes(rootfs, &volumes, args.read_only)?;
     pivot_root_into(rootfs)?;
     mount_proc()?;
     mount_sys()?;
