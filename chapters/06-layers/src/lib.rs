@@ -1,0 +1,5 @@
+//! Chapter 6: images. An image is a read-only stack of layers in a content-addressed store
+//! (an OCI image layout); a container is that stack plus a writable layer of its own,
+//! merged by overlayfs, and is described by an OCI runtime-spec `Spec`.
+
+pub mod resolve;

@@ -1,0 +1,3 @@
+//! `ch06`: images and containers made from them.
+
+fn main() {}
