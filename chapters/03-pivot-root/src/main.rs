@@ -16,7 +16,7 @@ use ch03_pivot_root::cli::RunArgs;
 use ch03_pivot_root::filesystems::{mount_dev, mount_proc, mount_sys};
 use ch03_pivot_root::mounts::{bind_mount_rootfs, make_mounts_private};
 use ch03_pivot_root::pivot_root::pivot_root_into;
-use ch03_pivot_root::volumes::{bind_volumes, Volume};
+use ch03_pivot_root::volumes::{bind_volumes, JoinedPaths, Volume};
 use clap::{Parser, Subcommand};
 use nix::sched::CloneFlags;
 
@@ -80,7 +80,7 @@ fn set_up_container(container: &Container, args: &RunArgs) -> Result<()> {
     make_mounts_private()?;
     bind_mount_rootfs(rootfs)?;
     let volumes: Vec<&Volume> = args.volumes.iter().collect();
-    bind_volumes(rootfs, &volumes, args.read_only)?;
+    bind_volumes(rootfs, &volumes, args.read_only, &JoinedPaths(rootfs))?;
     pivot_root_into(rootfs)?;
     mount_proc()?;
     mount_sys()?;

@@ -44,25 +44,31 @@ pub fn parse_volume(spec: &str) -> Result<Volume, String> {
 /// first, and its host submounts with it. The order matters: every mount point is made
 /// while the rootfs can still be written, and the volumes go on top of the read-only tree
 /// with flags of their own.
-pub fn bind_volumes(rootfs: &Path, volumes: &[&Volume], read_only: bool) -> Result<()> {
-    for volume in volumes {
-        create_mount_point(rootfs, volume)?;
-    }
+pub fn bind_volumes(
+    rootfs: &Path,
+    volumes: &[&Volume],
+    read_only: bool,
+    mount_points: &dyn MountPoints,
+) -> Result<()> {
+    let targets = volumes
+        .iter()
+        .map(|volume| mount_points.create(&volume.container, volume.host.is_dir()))
+        .collect::<Result<Vec<PathBuf>>>()?;
     create_filesystem_mount_points(rootfs)?;
     if read_only {
         make_read_only(rootfs)?;
     }
-    volumes.iter().try_for_each(|volume| bind_volume(rootfs, volume))
+    volumes.iter().zip(&targets).try_for_each(|(volume, target)| bind_volume(volume, target))
 }
 // ANCHOR_END: bind_volumes
 
 // ANCHOR: bind_volume
-/// Bind-mounts a volume onto its mount point in the rootfs (before pivot_root, while the
-/// host's paths are still reachable). A read-only volume is read-only all the way down.
-pub fn bind_volume(rootfs: &Path, volume: &Volume) -> Result<()> {
-    let target = mount_point(rootfs, volume);
+/// Bind-mounts a volume onto its mount point `target` in the rootfs (before pivot_root,
+/// while the host's paths are still reachable). A read-only volume is read-only all the
+/// way down.
+pub fn bind_volume(volume: &Volume, target: &Path) -> Result<()> {
     let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-    mount(Some(&volume.host), &target, None::<&str>, flags, None::<&str>).with_context(|| {
+    mount(Some(&volume.host), target, None::<&str>, flags, None::<&str>).with_context(|| {
         format!("bind-mount {} on {}", volume.host.display(), volume.container.display())
     })?;
     if volume.read_only {
@@ -70,35 +76,48 @@ pub fn bind_volume(rootfs: &Path, volume: &Volume) -> Result<()> {
         // See mount(2): MS_RDONLY is ignored together with MS_BIND, so the bind mount is
         // made read-only by a second call; and MS_REC brought the host's submounts of the
         // volume along, each with flags of its own, so that call must reach them too.
-        make_read_only(&target)?;
+        make_read_only(target)?;
         // END EXERCISE
     }
     Ok(())
 }
 // ANCHOR_END: bind_volume
 
-fn mount_point(rootfs: &Path, volume: &Volume) -> PathBuf {
-    rootfs.join(volume.container.strip_prefix("/").expect("checked absolute"))
+/// Makes the mount points of volumes in a container's rootfs.
+pub trait MountPoints {
+    /// Creates what a bind mount of a directory (`dir`) or a file needs at `path`, a path
+    /// inside the container, and returns the host path to mount on.
+    fn create(&self, path: &Path, dir: bool) -> Result<PathBuf>;
 }
 
-/// Creates a volume's mount point when the rootfs lacks one. A bind mount needs a target of
-/// the same kind as its source: a directory or a file.
-fn create_mount_point(rootfs: &Path, volume: &Volume) -> Result<()> {
-    let target = mount_point(rootfs, volume);
-    if volume.host.is_dir() {
-        return fs::create_dir_all(&target)
-            .with_context(|| format!("create mount point {}", target.display()));
+// ANCHOR: joined_paths
+/// Mount points at the container's path joined to the rootfs's, as strings. A symlink in
+/// the rootfs is followed on the host: with `etc -> /tmp/x`, `-v SRC:/etc/sub` creates
+/// /tmp/x/sub on the host. Chapter 6, where the rootfs comes from strangers, resolves the
+/// path inside the rootfs instead.
+#[derive(Debug)]
+pub struct JoinedPaths<'a>(pub &'a Path);
+
+impl MountPoints for JoinedPaths<'_> {
+    fn create(&self, path: &Path, dir: bool) -> Result<PathBuf> {
+        let target = self.0.join(path.strip_prefix("/").unwrap_or(path));
+        if dir {
+            fs::create_dir_all(&target)
+                .with_context(|| format!("create mount point {}", target.display()))?;
+            return Ok(target);
+        }
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)
+                .with_context(|| format!("create mount point {}", parent.display()))?;
+        }
+        if !target.exists() {
+            fs::File::create(&target)
+                .with_context(|| format!("create mount point {}", target.display()))?;
+        }
+        Ok(target)
     }
-    if let Some(parent) = target.parent() {
-        fs::create_dir_all(parent)
-            .with_context(|| format!("create mount point {}", parent.display()))?;
-    }
-    if !target.exists() {
-        fs::File::create(&target)
-            .with_context(|| format!("create mount point {}", target.display()))?;
-    }
-    Ok(())
 }
+// ANCHOR_END: joined_paths
 
 #[cfg(test)]
 mod tests {
