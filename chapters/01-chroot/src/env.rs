@@ -29,12 +29,23 @@ pub fn container_env(
     hostname: &str,
     terminal: Option<&str>,
 ) -> Result<Vec<String>> {
+    apply_request(default_env(hostname, terminal), request)
+}
+// ANCHOR_END: container_env
+
+/// What every container starts with, before its image and its user add to it.
+pub fn default_env(hostname: &str, terminal: Option<&str>) -> Vec<String> {
     let mut env = vec![
         format!("PATH={DEFAULT_PATH}"),
         format!("HOSTNAME={hostname}"),
         "HOME=/root".to_string(),
     ];
     env.extend(terminal.map(|term| format!("TERM={term}")));
+    env
+}
+
+/// `env` with the env files' variables and then the `-e` ones put in.
+pub fn apply_request(mut env: Vec<String>, request: &EnvRequest) -> Result<Vec<String>> {
     for file in &request.files {
         for line in read_env_file(file)? {
             set_var(&mut env, &line)
@@ -46,7 +57,6 @@ pub fn container_env(
     }
     Ok(env)
 }
-// ANCHOR_END: container_env
 
 /// The caller's terminal type, when its standard output is a terminal.
 pub fn caller_terminal() -> Option<String> {
@@ -62,19 +72,32 @@ pub fn lookup<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
 /// Adds `KEY=VALUE`, or `KEY` with the caller's value (skipped when the caller has none),
 /// replacing a variable of the same name.
 fn set_var(env: &mut Vec<String>, spec: &str) -> Result<()> {
-    let (key, value) = match spec.split_once('=') {
-        Some((key, value)) => (key, Some(value.to_string())),
-        None => (spec, std::env::var(spec).ok()),
+    match spec.split_once('=') {
+        Some(_) => put_var(env, spec),
+        None => {
+            check_key(spec)?;
+            match std::env::var(spec) {
+                Ok(value) => put_var(env, &format!("{spec}={value}")),
+                Err(_) => Ok(()),
+            }
+        }
+    }
+}
+
+/// Puts `KEY=VALUE` in `env`, replacing a variable of the same name. Never takes a value
+/// from the caller: an image's `Env` goes through here, and an image must not read the
+/// caller's secrets by naming them.
+pub fn put_var(env: &mut Vec<String>, var: &str) -> Result<()> {
+    let Some((key, value)) = var.split_once('=') else {
+        bail!("`{var}` is not KEY=VALUE");
     };
     check_key(key)?;
-    let Some(value) = value else { return Ok(()) };
     if value.contains('\0') {
         bail!("the value of `{key}` holds a NUL byte, which no environment can carry");
     }
-    let var = format!("{key}={value}");
     match env.iter_mut().find(|old| old.split_once('=').is_some_and(|(name, _)| name == key)) {
-        Some(old) => *old = var,
-        None => env.push(var),
+        Some(old) => *old = var.to_string(),
+        None => env.push(var.to_string()),
     }
     Ok(())
 }

@@ -5,3 +5,4 @@
 pub mod digest;
 pub mod layers;
 pub mod resolve;
+pub mod users;

@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use ch03_pivot_root::volumes::MountPoints;
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
 use nix::fcntl::{openat2, readlinkat, OFlag, OpenHow, ResolveFlag};
@@ -135,6 +136,14 @@ impl Root {
         Ok(self.path.join(resolved))
     }
     // ANCHOR_END: create_mount_point
+}
+
+/// Chapter 6's volumes: mount points resolved inside the container's root and created in
+/// its own writable layer, never on the host through a symlink the image holds.
+impl MountPoints for Root {
+    fn create(&self, path: &Path, dir: bool) -> Result<PathBuf> {
+        self.create_mount_point(path, dir)
+    }
 }
 
 /// Opens the directory `name` in `dir`, creating it first when it is missing, and never
