@@ -53,7 +53,7 @@ impl RuntimeLock {
 
     /// The lock of `id`, when no runtime holds it (or there is none): `None` while the
     /// container's runtime is alive.
-    fn take_if_abandoned(id: &str) -> Result<Option<RuntimeLock>> {
+    pub fn take_if_abandoned(id: &str) -> Result<Option<RuntimeLock>> {
         RuntimeLock::lock(id, FlockArg::LockExclusiveNonblock)
     }
 
