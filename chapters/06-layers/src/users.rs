@@ -10,6 +10,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, Mode, SFlag};
+use nix::unistd::{chdir, setgid, setgroups, setuid, Gid, Uid};
+use oci_spec::runtime::User;
 
 use crate::resolve::Root;
 
@@ -84,6 +86,27 @@ pub fn resolve_user(root: &Root, spec: &str) -> Result<ProcessUser> {
     Ok(ProcessUser { uid: account.uid, gid, additional_gids, home: account.home })
 }
 // ANCHOR_END: resolve_user
+
+// ANCHOR: switch_user
+/// Becomes the spec's user, as the last step before the command: the groups first, while
+/// the process may still change them, then the gid, and the uid last (setuid(2) as root
+/// drops the right to change the others).
+pub fn switch_user(user: &User) -> Result<()> {
+    let groups: Vec<Gid> =
+        user.additional_gids().iter().flatten().map(|&gid| Gid::from_raw(gid)).collect();
+    setgroups(&groups).context("set the supplementary groups (setgroups)")?;
+    setgid(Gid::from_raw(user.gid())).with_context(|| format!("setgid {}", user.gid()))?;
+    setuid(Uid::from_raw(user.uid())).with_context(|| format!("setuid {}", user.uid()))
+}
+// ANCHOR_END: switch_user
+
+/// Creates the working directory when the image lacks it, as Docker does, and enters it.
+/// Runs after pivot_root, so the path is the container's.
+pub fn enter_working_dir(cwd: &Path) -> Result<()> {
+    std::fs::create_dir_all(cwd)
+        .with_context(|| format!("create the working directory {}", cwd.display()))?;
+    chdir(cwd).with_context(|| format!("enter the working directory {}", cwd.display()))
+}
 
 /// The text of one of the image's account files, read inside its root; empty when the
 /// image has none. Only a regular file is read (a FIFO would block, /dev/zero never end),
