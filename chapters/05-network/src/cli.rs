@@ -1,20 +1,47 @@
 //! The options of `ch05 run`: chapter 4's, plus the network.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
+use ch01_chroot::cli::EnvOptions;
+use ch02_namespaces::cli::ProcessOptions;
+use ch03_pivot_root::cli::MountOptions;
+use ch04_cgroups::cli::LimitOptions;
 use clap::Args;
 
 use crate::firewall::FirewallTool;
+use crate::network::{NetMode, Network};
 use crate::ports::PublishedPort;
 use crate::subnet::Subnet;
 
+/// `ch05 run [OPTIONS] ROOTFS -- COMMAND`: the groups of chapters 1 to 4, and this one's.
 #[derive(Debug, Args)]
-#[group(skip)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub base: ch04_cgroups::cli::RunArgs,
+    /// Directory that becomes `/` for the command
+    pub rootfs: PathBuf,
 
+    #[command(flatten)]
+    pub env: EnvOptions,
+
+    #[command(flatten)]
+    pub process: ProcessOptions,
+
+    #[command(flatten)]
+    pub mounts: MountOptions,
+
+    #[command(flatten)]
+    pub limits: LimitOptions,
+
+    #[command(flatten)]
+    pub network: NetworkOptions,
+
+    /// Command to run inside the rootfs, with its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The container's network: its mode, published ports, the bridge's subnet, the NAT tool.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkOptions {
     /// Network: bridge (own namespace on crabbox0), none (only lo), host (the host's), or
     /// ns:PATH (join the network namespace at PATH, like /proc/PID/ns/net)
     #[arg(long, value_name = "MODE", default_value = "bridge")]
@@ -33,27 +60,9 @@ pub struct RunArgs {
     pub firewall: FirewallTool,
 }
 
-/// What `--net` asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetMode {
-    Bridge,
-    None,
-    Host,
-    Join(PathBuf),
-}
-
-impl FromStr for NetMode {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<NetMode, String> {
-        match text {
-            "bridge" => Ok(NetMode::Bridge),
-            "none" => Ok(NetMode::None),
-            "host" => Ok(NetMode::Host),
-            _ => match text.strip_prefix("ns:") {
-                Some(path) if !path.is_empty() => Ok(NetMode::Join(PathBuf::from(path))),
-                _ => Err(format!("`{text}` is not bridge, none, host or ns:PATH")),
-            },
-        }
+impl NetworkOptions {
+    /// Checks the network these options ask for, before anything is created.
+    pub fn network(&self) -> anyhow::Result<Network> {
+        Network::new(&self.net, &self.publish, self.subnet, self.firewall)
     }
 }
