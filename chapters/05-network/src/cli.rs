@@ -66,3 +66,43 @@ impl NetworkOptions {
         Network::new(&self.net, &self.publish, self.subnet, self.firewall)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// Chapter 6's form: every group, beside `IMAGE [COMMAND…]` instead of `ROOTFS -- COMMAND`.
+    #[derive(Debug, Parser)]
+    struct ImageRun {
+        #[command(flatten)]
+        env: EnvOptions,
+        #[command(flatten)]
+        process: ProcessOptions,
+        #[command(flatten)]
+        mounts: MountOptions,
+        #[command(flatten)]
+        limits: LimitOptions,
+        #[command(flatten)]
+        network: NetworkOptions,
+        image: String,
+        #[arg(trailing_var_arg = true)]
+        command: Vec<String>,
+    }
+
+    #[test]
+    fn the_groups_flatten_beside_other_positionals() {
+        ImageRun::command().debug_assert();
+        let args = ["run", "-e", "A=1", "--hostname", "box", "-v", "/:/host", "--memory", "64m"];
+        let args = args.into_iter().chain(["--net", "none", "busybox", "sh", "-c", "echo hi"]);
+        let run = ImageRun::try_parse_from(args).unwrap();
+        assert_eq!(run.image, "busybox");
+        assert_eq!(run.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(run.env.env, ["A=1"]);
+        assert_eq!(run.process.hostname.as_deref(), Some("box"));
+        assert_eq!(run.mounts.volumes.len(), 1);
+        assert_eq!(run.limits.limits().memory, Some(64 << 20));
+        assert_eq!(run.network.net, NetMode::None);
+    }
+}

@@ -291,3 +291,25 @@ impl Drop for Attachment {
         let _ = self.detach();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_ports_need_the_bridge() {
+        let ports = ["8080:80".parse::<PublishedPort>().unwrap()];
+        for mode in [NetMode::None, NetMode::Host] {
+            let err = Network::new(&mode, &ports, Subnet::default(), FirewallTool::Auto);
+            assert!(err.unwrap_err().to_string().contains("needs --net bridge"));
+        }
+    }
+
+    #[test]
+    fn none_gets_a_namespace_of_its_own_and_host_keeps_the_hosts() {
+        let none = Network::new(&NetMode::None, &[], Subnet::default(), FirewallTool::Auto);
+        assert_eq!(none.unwrap().namespace(), CloneFlags::CLONE_NEWNET);
+        let host = Network::new(&NetMode::Host, &[], Subnet::default(), FirewallTool::Auto);
+        assert_eq!(host.unwrap().namespace(), CloneFlags::empty());
+    }
+}
