@@ -39,7 +39,7 @@ fn run(args: &RunArgs) -> Result<u8> {
     // No UTS namespace yet: the container's hostname is the host's.
     let hostname = nix::unistd::gethostname().context("read the hostname")?;
     let env = container_env(
-        &args.env_request(),
+        &args.env.env_request(),
         &hostname.to_string_lossy(),
         caller_terminal().as_deref(),
     )?;

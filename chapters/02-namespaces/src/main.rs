@@ -48,13 +48,13 @@ struct Container {
 // ANCHOR: sequence
 fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch02")?;
-    let rootfs = check_rootfs(&args.base.rootfs)?;
+    let rootfs = check_rootfs(&args.rootfs)?;
     let id = new_container_id()?;
-    let hostname = hostname_or_id(args.hostname.as_deref(), &id)?;
-    if args.hostname.is_none() {
+    let hostname = hostname_or_id(args.process.hostname.as_deref(), &id)?;
+    if args.process.hostname.is_none() {
         eprintln!("ch02: container {id}");
     }
-    let env = container_env(&args.base.env_request(), &hostname, caller_terminal().as_deref())?;
+    let env = container_env(&args.env.env_request(), &hostname, caller_terminal().as_deref())?;
     let container = Container { rootfs, hostname, env };
     let mask = block_signals()?;
     let child = spawn_in_namespaces(NAMESPACES, || child_setup(&container, args, &mask))?;
@@ -71,7 +71,7 @@ fn child_setup(container: &Container, args: &RunArgs, mask: &SignalMask) -> u8 {
         return EXIT_RUNTIME_FAILURE;
     }
     let report = |why: &dyn std::fmt::Display| eprintln!("ch02: {why}");
-    start_command(&args.base.command, &container.env, args.init, mask, &report)
+    start_command(&args.command, &container.env, args.process.init, mask, &report)
 }
 // ANCHOR_END: sequence
 

@@ -48,12 +48,11 @@ struct Container {
 // ANCHOR: sequence
 fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch03")?;
-    let rootfs = check_rootfs(&args.base.base.rootfs)?;
+    let rootfs = check_rootfs(&args.rootfs)?;
     let id = new_container_id()?;
-    let hostname = hostname_or_id(args.base.hostname.as_deref(), &id)?;
-    let env =
-        container_env(&args.base.base.env_request(), &hostname, caller_terminal().as_deref())?;
-    if args.base.hostname.is_none() {
+    let hostname = hostname_or_id(args.process.hostname.as_deref(), &id)?;
+    let env = container_env(&args.env.env_request(), &hostname, caller_terminal().as_deref())?;
+    if args.process.hostname.is_none() {
         eprintln!("ch03: container {id}");
     }
     let container = Container { rootfs, hostname, env };
@@ -70,7 +69,7 @@ fn child_setup(container: &Container, args: &RunArgs, mask: &SignalMask) -> u8 {
         return EXIT_RUNTIME_FAILURE;
     }
     let report = |why: &dyn std::fmt::Display| eprintln!("ch03: {why}");
-    start_command(&args.base.base.command, &container.env, args.base.init, mask, &report)
+    start_command(&args.command, &container.env, args.process.init, mask, &report)
 }
 
 fn set_up_container(container: &Container, args: &RunArgs) -> Result<()> {
@@ -79,8 +78,8 @@ fn set_up_container(container: &Container, args: &RunArgs) -> Result<()> {
     set_hostname(&container.hostname)?;
     make_mounts_private()?;
     bind_mount_rootfs(rootfs)?;
-    let volumes: Vec<&Volume> = args.volumes.iter().collect();
-    bind_volumes(rootfs, &volumes, args.read_only, &JoinedPaths(rootfs))?;
+    let volumes: Vec<&Volume> = args.mounts.volumes.iter().collect();
+    bind_volumes(rootfs, &volumes, args.mounts.read_only, &JoinedPaths(rootfs))?;
     pivot_root_into(rootfs)?;
     mount_proc()?;
     mount_sys()?;

@@ -1,15 +1,40 @@
 //! The options of `ch04 run`: chapter 3's, plus the resource limits.
 
+use std::path::PathBuf;
+
+use ch01_chroot::cli::EnvOptions;
+use ch02_namespaces::cli::ProcessOptions;
+use ch03_pivot_root::cli::MountOptions;
 use clap::Args;
 
 use crate::limits::{parse_cpus, parse_size, CpuQuota, Limits};
 
+/// `ch04 run [OPTIONS] ROOTFS -- COMMAND`: the groups of chapters 1 to 3, and this one's.
 #[derive(Debug, Args)]
-#[group(skip)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub base: ch03_pivot_root::cli::RunArgs,
+    /// Directory that becomes `/` for the command
+    pub rootfs: PathBuf,
 
+    #[command(flatten)]
+    pub env: EnvOptions,
+
+    #[command(flatten)]
+    pub process: ProcessOptions,
+
+    #[command(flatten)]
+    pub mounts: MountOptions,
+
+    #[command(flatten)]
+    pub limits: LimitOptions,
+
+    /// Command to run inside the rootfs, with its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The container's resource limits, and whether to report its use of them at the end.
+#[derive(Debug, Clone, Args)]
+pub struct LimitOptions {
     /// Memory limit, like 64m (k, m, g)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub memory: Option<u64>,
@@ -35,7 +60,8 @@ pub struct RunArgs {
     pub stats: bool,
 }
 
-impl RunArgs {
+impl LimitOptions {
+    /// The limits the user asked for, as the plain value the cgroup building blocks take.
     pub fn limits(&self) -> Limits {
         Limits {
             memory: self.memory,

@@ -60,15 +60,14 @@ struct Container<'a> {
 // ANCHOR: sequence
 fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch04")?;
-    let rootfs = check_rootfs(&args.base.base.base.rootfs)?;
-    let limits = args.limits();
+    let rootfs = check_rootfs(&args.rootfs)?;
+    let limits = args.limits.limits();
     for warning in limits.check()? {
         eprintln!("ch04: warning: {warning}");
     }
     let id = new_container_id()?;
-    let hostname = hostname_or_id(args.base.base.hostname.as_deref(), &id)?;
-    let env_request = args.base.base.base.env_request();
-    let env = container_env(&env_request, &hostname, caller_terminal().as_deref())?;
+    let hostname = hostname_or_id(args.process.hostname.as_deref(), &id)?;
+    let env = container_env(&args.env.env_request(), &hostname, caller_terminal().as_deref())?;
     eprintln!("ch04: container {id}");
     let setup = detect_setup()?;
     if let Err(err) = reclaim_stale_cgroups(setup) {
@@ -94,8 +93,8 @@ fn run_in_cgroup(container: &Container, cgroup: &Cgroup, mask: &SignalMask) -> R
     gate.open()?;
     let status = forward_signals_until_exit(child)?;
     // The container's status matters more than a report that could not be read.
-    let args = container.args;
-    if let Err(err) = report_end("ch04", cgroup, args.memory, args.stats) {
+    let limits = &container.args.limits;
+    if let Err(err) = report_end("ch04", cgroup, limits.memory, limits.stats) {
         eprintln!("ch04: warning: {err:#}");
     }
     Ok(status)
@@ -113,20 +112,20 @@ fn child_setup(container: &Container, gate: &Gate, mask: &SignalMask) -> u8 {
         eprintln!("ch04: {err:#}");
         return EXIT_RUNTIME_FAILURE;
     }
-    let args = &container.args.base.base;
+    let args = container.args;
     let report = |why: &dyn std::fmt::Display| eprintln!("ch04: {why}");
-    start_command(&args.base.command, &container.env, args.init, mask, &report)
+    start_command(&args.command, &container.env, args.process.init, mask, &report)
 }
 
 fn set_up_container(container: &Container) -> Result<()> {
-    let args = &container.args.base;
+    let mounts = &container.args.mounts;
     let rootfs = container.rootfs.as_path();
     enter_cgroup_namespace()?;
     set_hostname(&container.hostname)?;
     make_mounts_private()?;
     bind_mount_rootfs(rootfs)?;
-    let volumes: Vec<&Volume> = args.volumes.iter().collect();
-    bind_volumes(rootfs, &volumes, args.read_only, &JoinedPaths(rootfs))?;
+    let volumes: Vec<&Volume> = mounts.volumes.iter().collect();
+    bind_volumes(rootfs, &volumes, mounts.read_only, &JoinedPaths(rootfs))?;
     pivot_root_into(rootfs)?;
     mount_proc()?;
     mount_sys()?;

@@ -1,20 +1,47 @@
 //! The options of `ch05 run`: chapter 4's, plus the network.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
+use ch01_chroot::cli::EnvOptions;
+use ch02_namespaces::cli::ProcessOptions;
+use ch03_pivot_root::cli::MountOptions;
+use ch04_cgroups::cli::LimitOptions;
 use clap::Args;
 
 use crate::firewall::FirewallTool;
+use crate::network::{NetMode, Network};
 use crate::ports::PublishedPort;
 use crate::subnet::Subnet;
 
+/// `ch05 run [OPTIONS] ROOTFS -- COMMAND`: the groups of chapters 1 to 4, and this one's.
 #[derive(Debug, Args)]
-#[group(skip)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub base: ch04_cgroups::cli::RunArgs,
+    /// Directory that becomes `/` for the command
+    pub rootfs: PathBuf,
 
+    #[command(flatten)]
+    pub env: EnvOptions,
+
+    #[command(flatten)]
+    pub process: ProcessOptions,
+
+    #[command(flatten)]
+    pub mounts: MountOptions,
+
+    #[command(flatten)]
+    pub limits: LimitOptions,
+
+    #[command(flatten)]
+    pub network: NetworkOptions,
+
+    /// Command to run inside the rootfs, with its arguments
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The container's network: its mode, published ports, the bridge's subnet, the NAT tool.
+#[derive(Debug, Clone, Args)]
+pub struct NetworkOptions {
     /// Network: bridge (own namespace on crabbox0), none (only lo), host (the host's), or
     /// ns:PATH (join the network namespace at PATH, like /proc/PID/ns/net)
     #[arg(long, value_name = "MODE", default_value = "bridge")]
@@ -33,27 +60,49 @@ pub struct RunArgs {
     pub firewall: FirewallTool,
 }
 
-/// What `--net` asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetMode {
-    Bridge,
-    None,
-    Host,
-    Join(PathBuf),
+impl NetworkOptions {
+    /// Checks the network these options ask for, before anything is created.
+    pub fn network(&self) -> anyhow::Result<Network> {
+        Network::new(&self.net, &self.publish, self.subnet, self.firewall)
+    }
 }
 
-impl FromStr for NetMode {
-    type Err = String;
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
 
-    fn from_str(text: &str) -> Result<NetMode, String> {
-        match text {
-            "bridge" => Ok(NetMode::Bridge),
-            "none" => Ok(NetMode::None),
-            "host" => Ok(NetMode::Host),
-            _ => match text.strip_prefix("ns:") {
-                Some(path) if !path.is_empty() => Ok(NetMode::Join(PathBuf::from(path))),
-                _ => Err(format!("`{text}` is not bridge, none, host or ns:PATH")),
-            },
-        }
+    use super::*;
+
+    /// Chapter 6's form: every group, beside `IMAGE [COMMAND…]` instead of `ROOTFS -- COMMAND`.
+    #[derive(Debug, Parser)]
+    struct ImageRun {
+        #[command(flatten)]
+        env: EnvOptions,
+        #[command(flatten)]
+        process: ProcessOptions,
+        #[command(flatten)]
+        mounts: MountOptions,
+        #[command(flatten)]
+        limits: LimitOptions,
+        #[command(flatten)]
+        network: NetworkOptions,
+        image: String,
+        #[arg(trailing_var_arg = true)]
+        command: Vec<String>,
+    }
+
+    #[test]
+    fn the_groups_flatten_beside_other_positionals() {
+        ImageRun::command().debug_assert();
+        let args = ["run", "-e", "A=1", "--hostname", "box", "-v", "/:/host", "--memory", "64m"];
+        let args = args.into_iter().chain(["--net", "none", "busybox", "sh", "-c", "echo hi"]);
+        let run = ImageRun::try_parse_from(args).unwrap();
+        assert_eq!(run.image, "busybox");
+        assert_eq!(run.command, ["sh", "-c", "echo hi"]);
+        assert_eq!(run.env.env, ["A=1"]);
+        assert_eq!(run.process.hostname.as_deref(), Some("box"));
+        assert_eq!(run.mounts.volumes.len(), 1);
+        assert_eq!(run.limits.limits().memory, Some(64 << 20));
+        assert_eq!(run.network.net, NetMode::None);
     }
 }

@@ -72,16 +72,15 @@ struct Container<'a> {
 // ANCHOR: sequence
 fn run(args: &RunArgs) -> Result<u8> {
     require_root("ch05")?;
-    let rootfs = check_rootfs(&args.base.base.base.base.rootfs)?;
-    let limits = args.base.limits();
+    let rootfs = check_rootfs(&args.rootfs)?;
+    let limits = args.limits.limits();
     for warning in limits.check()? {
         eprintln!("ch05: warning: {warning}");
     }
-    let network = Network::from_args(args)?;
+    let network = args.network.network()?;
     let id = new_container_id()?;
-    let hostname = hostname_or_id(args.base.base.base.hostname.as_deref(), &id)?;
-    let env_request = args.base.base.base.base.env_request();
-    let env = container_env(&env_request, &hostname, caller_terminal().as_deref())?;
+    let hostname = hostname_or_id(args.process.hostname.as_deref(), &id)?;
+    let env = container_env(&args.env.env_request(), &hostname, caller_terminal().as_deref())?;
     eprintln!("ch05: container {id}");
     let setup = detect_setup()?;
     if let Err(err) = reclaim_stale_cgroups(setup) {
@@ -108,8 +107,8 @@ fn run_in_cgroup(container: &Container, cgroup: &Cgroup, mask: &SignalMask) -> R
     gate.open()?;
     let status = forward_signals_until_exit(child);
     let status = after_cleanup(status, attachment.detach(), "detaching the network");
-    let args = &container.args.base;
-    if let Err(err) = report_end("ch05", cgroup, args.memory, args.stats) {
+    let limits = &container.args.limits;
+    if let Err(err) = report_end("ch05", cgroup, limits.memory, limits.stats) {
         eprintln!("ch05: warning: {err:#}");
     }
     status
@@ -127,13 +126,13 @@ fn child_setup(container: &Container, gate: &Gate, mask: &SignalMask) -> u8 {
         eprintln!("ch05: {err:#}");
         return EXIT_RUNTIME_FAILURE;
     }
-    let args = &container.args.base.base.base;
+    let args = container.args;
     let report = |why: &dyn std::fmt::Display| eprintln!("ch05: {why}");
-    start_command(&args.base.command, &container.env, args.init, mask, &report)
+    start_command(&args.command, &container.env, args.process.init, mask, &report)
 }
 
 fn set_up_container(container: &Container) -> Result<()> {
-    let args = &container.args.base.base;
+    let mounts = &container.args.mounts;
     let rootfs = container.rootfs.as_path();
     container.network.enter()?;
     enter_cgroup_namespace()?;
@@ -141,8 +140,8 @@ fn set_up_container(container: &Container) -> Result<()> {
     make_mounts_private()?;
     bind_mount_rootfs(rootfs)?;
     let network_files = container.network.volumes(&container.id);
-    let volumes: Vec<&Volume> = args.volumes.iter().chain(&network_files).collect();
-    bind_volumes(rootfs, &volumes, args.read_only, &JoinedPaths(rootfs))?;
+    let volumes: Vec<&Volume> = mounts.volumes.iter().chain(&network_files).collect();
+    bind_volumes(rootfs, &volumes, mounts.read_only, &JoinedPaths(rootfs))?;
     pivot_root_into(rootfs)?;
     mount_proc()?;
     mount_sys()?;

@@ -3,7 +3,8 @@
 
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 use ch03_pivot_root::volumes::Volume;
@@ -12,17 +13,41 @@ use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 
 use crate::bridge::{check_subnet_on_host, ensure_bridge, undo_bridge, BridgeMade};
-use crate::cli::{NetMode, RunArgs};
 use crate::container_files::{
     container_file_volumes, remove_container_files, write_container_files,
 };
-use crate::firewall::Firewall;
+use crate::firewall::{Firewall, FirewallTool};
 use crate::leases::{Leases, LEASES_FILE};
 use crate::netlink::Netlink;
 use crate::netns::{join_netns, open_netns};
 use crate::ports::{check_ports_distinct, check_ports_free_on_host, PublishedPort};
 use crate::subnet::Subnet;
 use crate::veth::{connect_container, disconnect_container, loopback_only};
+
+/// What `--net` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetMode {
+    Bridge,
+    None,
+    Host,
+    Join(PathBuf),
+}
+
+impl FromStr for NetMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<NetMode, String> {
+        match text {
+            "bridge" => Ok(NetMode::Bridge),
+            "none" => Ok(NetMode::None),
+            "host" => Ok(NetMode::Host),
+            _ => match text.strip_prefix("ns:") {
+                Some(path) if !path.is_empty() => Ok(NetMode::Join(PathBuf::from(path))),
+                _ => Err(format!("`{text}` is not bridge, none, host or ns:PATH")),
+            },
+        }
+    }
+}
 
 /// The network a container asked for, checked before anything is created.
 #[derive(Debug)]
@@ -42,19 +67,26 @@ pub struct BridgeNetwork {
 }
 
 impl Network {
-    pub fn from_args(args: &RunArgs) -> Result<Network> {
-        if !args.publish.is_empty() && args.net != NetMode::Bridge {
+    /// Checks the network a container asks for (`--net`, `-p`, `--subnet`, `--firewall`)
+    /// and opens what it joins, before anything is created.
+    pub fn new(
+        mode: &NetMode,
+        ports: &[PublishedPort],
+        subnet: Subnet,
+        tool: FirewallTool,
+    ) -> Result<Network> {
+        if !ports.is_empty() && *mode != NetMode::Bridge {
             bail!("-p publishes ports through the bridge; it needs --net bridge");
         }
-        Ok(match &args.net {
+        Ok(match mode {
             NetMode::Bridge => {
-                check_ports_distinct(&args.publish)?;
+                check_ports_distinct(ports)?;
                 let mut netlink = Netlink::open().context("open a netlink socket")?;
-                check_subnet_on_host(&mut netlink, &args.subnet)?;
+                check_subnet_on_host(&mut netlink, &subnet)?;
                 Network::Bridge(BridgeNetwork {
-                    subnet: args.subnet,
-                    ports: args.publish.clone(),
-                    firewall: Firewall::choose(args.firewall)?,
+                    subnet,
+                    ports: ports.to_vec(),
+                    firewall: Firewall::choose(tool)?,
                 })
             }
             NetMode::None => Network::None,
@@ -257,5 +289,27 @@ impl Attachment {
 impl Drop for Attachment {
     fn drop(&mut self) {
         let _ = self.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_ports_need_the_bridge() {
+        let ports = ["8080:80".parse::<PublishedPort>().unwrap()];
+        for mode in [NetMode::None, NetMode::Host] {
+            let err = Network::new(&mode, &ports, Subnet::default(), FirewallTool::Auto);
+            assert!(err.unwrap_err().to_string().contains("needs --net bridge"));
+        }
+    }
+
+    #[test]
+    fn none_gets_a_namespace_of_its_own_and_host_keeps_the_hosts() {
+        let none = Network::new(&NetMode::None, &[], Subnet::default(), FirewallTool::Auto);
+        assert_eq!(none.unwrap().namespace(), CloneFlags::CLONE_NEWNET);
+        let host = Network::new(&NetMode::Host, &[], Subnet::default(), FirewallTool::Auto);
+        assert_eq!(host.unwrap().namespace(), CloneFlags::empty());
     }
 }
