@@ -2,6 +2,8 @@
 //! (an OCI image layout); a container is that stack plus a writable layer of its own,
 //! merged by overlayfs, and is described by an OCI runtime-spec `Spec`.
 
+pub mod compression;
 pub mod digest;
 pub mod layers;
 pub mod resolve;
+pub mod unpack;
