@@ -2,6 +2,7 @@
 //! (an OCI image layout); a container is that stack plus a writable layer of its own,
 //! merged by overlayfs, and is described by an OCI runtime-spec `Spec`.
 
+pub mod changes;
 pub mod digest;
 pub mod layers;
 pub mod resolve;
