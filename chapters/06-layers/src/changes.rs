@@ -29,7 +29,7 @@ use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::dir::Dir;
@@ -88,25 +88,40 @@ impl fmt::Display for Change {
 ///   does not is D (the upper's entries under it are A or C like any other).
 ///
 /// For an opaque directory this is what comparing the image's tree with the container's
-/// gives, as docker does with the containerd image store; docker's older overlay2 driver
-/// prints `D` for the directory itself and nothing for what it hid.
+/// gives. Docker's overlay2 driver (moby's `OverlayChanges`) reads the upper alone and
+/// prints `D` for an opaque directory the image has, a directory gone that is still there,
+/// and nothing for what it hid.
+///
+/// The image is `lowers` merged as overlayfs merges them: a name in a higher layer hides
+/// the same name below, a whiteout hides it altogether, and an opaque directory hides what
+/// the layers below have under it.
 pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
-    let image = LowerTree::new(lowers);
+    let top_first = lowers.iter().rev().cloned().collect();
+    // What the image has at each directory of the upper met so far, from the root down.
+    let mut below_dirs = HashMap::from([(PathBuf::new(), Below::Dir(top_first))]);
     let mut changes = Vec::new();
     walk_upper(upper, &mut |entry| {
+        let parent = entry.path.parent().unwrap_or(Path::new(""));
+        let below = match below_dirs.get(parent) {
+            Some(Below::Dir(dirs)) => merged_entry(dirs, entry.name)?,
+            _ => Below::Missing,
+        };
         let path = Path::new("/").join(entry.path);
-        let in_image = image.lookup(entry.path)? != Below::Missing;
+        let in_image = below != Below::Missing;
         match &entry.upper {
             Upper::Whiteout if in_image => changes.push(Change::new(ChangeKind::Deleted, path)),
             Upper::Whiteout => {}
             upper => {
                 let kind = if in_image { ChangeKind::Changed } else { ChangeKind::Added };
-                if let Upper::Dir { dir, opaque: true } = upper {
-                    for name in image.names(entry.path)? {
-                        if !has_name(dir, &name)? {
-                            changes.push(Change::new(ChangeKind::Deleted, path.join(name)));
+                if let Upper::Dir { dir, opaque } = upper {
+                    if *opaque {
+                        for name in names_below(&below)? {
+                            if !has_name(dir, &name)? {
+                                changes.push(Change::new(ChangeKind::Deleted, path.join(name)));
+                            }
                         }
                     }
+                    below_dirs.insert(entry.path.to_path_buf(), below);
                 }
                 changes.push(Change::new(kind, path));
             }
@@ -120,6 +135,7 @@ pub fn changes(upper: &Path, lowers: &[PathBuf]) -> Result<Vec<Change>> {
 // ANCHOR_END: changes
 
 impl Change {
+    /// A change of `kind` at `path`, absolute in the container.
     fn new(kind: ChangeKind, path: PathBuf) -> Change {
         Change { kind, path }
     }
@@ -134,17 +150,9 @@ fn has_name(dir: &File, name: &OsStr) -> Result<bool> {
     }
 }
 
-/// The image under a container: its lower layers merged as overlayfs merges them. A name in
-/// a higher layer hides the same name below it; a whiteout hides it altogether, and an
-/// opaque directory hides what the layers below have under it. The layers are the store's,
-/// unpacked and read-only, so they are read by path; every component is a directory that
-/// was looked at with lstat first, so no symlink is followed.
-struct LowerTree {
-    /// The layers' directories, top first.
-    layers: Vec<PathBuf>,
-}
-
-/// What the image has at a path.
+/// What the image has at a path. Its layers are the store's, unpacked and read-only, so
+/// they are read by path; each path is a directory looked at with lstat first, so no
+/// symlink is followed.
 #[derive(Debug, PartialEq)]
 enum Below {
     Missing,
@@ -153,38 +161,19 @@ enum Below {
     Dir(Vec<PathBuf>),
 }
 
-impl LowerTree {
-    fn new(lowers: &[PathBuf]) -> LowerTree {
-        LowerTree { layers: lowers.iter().rev().cloned().collect() }
-    }
-
-    /// What the image has at `path`, relative to its root.
-    fn lookup(&self, path: &Path) -> Result<Below> {
-        let mut below = Below::Dir(self.layers.clone());
-        for component in path.components() {
-            let Component::Normal(name) = component else {
-                bail!("{} is not a plain relative path", path.display());
-            };
-            let Below::Dir(dirs) = below else { return Ok(Below::Missing) };
-            below = merged_entry(&dirs, name)?;
-        }
-        Ok(below)
-    }
-
-    /// The names the image shows in the directory `path`, none when it is no directory.
-    fn names(&self, path: &Path) -> Result<BTreeSet<OsString>> {
-        let Below::Dir(dirs) = self.lookup(path)? else { return Ok(BTreeSet::new()) };
-        let mut names = BTreeSet::new();
-        for dir in &dirs {
-            for entry in fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
-                let name = entry.with_context(|| format!("read {}", dir.display()))?.file_name();
-                if !names.contains(&name) && merged_entry(&dirs, &name)? != Below::Missing {
-                    names.insert(name);
-                }
+/// The names the image shows in a directory, none when it is no directory.
+fn names_below(below: &Below) -> Result<BTreeSet<OsString>> {
+    let Below::Dir(dirs) = below else { return Ok(BTreeSet::new()) };
+    let mut names = BTreeSet::new();
+    for dir in dirs {
+        for entry in fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+            let name = entry.with_context(|| format!("read {}", dir.display()))?.file_name();
+            if !names.contains(&name) && merged_entry(dirs, &name)? != Below::Missing {
+                names.insert(name);
             }
         }
-        Ok(names)
     }
+    Ok(names)
 }
 
 /// What `name` is in the directory that `dirs` (top first) merge into: the topmost layer
@@ -212,6 +201,7 @@ fn merged_entry(dirs: &[PathBuf], name: &OsStr) -> Result<Below> {
     Ok(if merged.is_empty() { Below::Missing } else { Below::Dir(merged) })
 }
 
+/// lstat(2) of `path`, `None` when nothing is there.
 fn lstat_if_present(path: &Path) -> Result<Option<Metadata>> {
     match fs::symlink_metadata(path) {
         Ok(metadata) => Ok(Some(metadata)),
@@ -316,6 +306,7 @@ fn sorted_names(dir: &File) -> nix::Result<Vec<OsString>> {
     Ok(names)
 }
 
+/// The S_IFMT bits of a stat: what kind of file it is (inode(7)).
 fn file_type(stat: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT
 }
@@ -501,7 +492,8 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
-    use nix::sys::stat::mknod;
+    use nix::sys::stat::{makedev, mknod};
+    use nix::unistd::mkfifo;
 
     use super::*;
 
@@ -558,6 +550,14 @@ mod tests {
         set_opaque(&upper.join("var/cache"));
         xattr::set(upper.join("etc/passwd"), "trusted.overlay.origin", b"\0fake").unwrap();
         fs::hard_link(upper.join("new/file"), upper.join("new/link")).unwrap();
+        mknod(
+            &upper.join("new/null"),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(1, 3),
+        )
+        .unwrap();
+        mkfifo(&upper.join("new/pipe"), Mode::from_bits_truncate(0o600)).unwrap();
         xattr::set(upper.join("new/file"), CAPABILITY_XATTR, &NET_RAW).unwrap();
         // Followed, this symlink would list the base layer's bin again under /new/sym.
         symlink("../../base/bin", upper.join("new/sym")).unwrap();
@@ -584,6 +584,8 @@ mod tests {
                 "A /new",
                 "A /new/file",
                 "A /new/link",
+                "A /new/null",
+                "A /new/pipe",
                 "A /new/sym",
                 "D /opt",
                 "C /srv",
@@ -612,6 +614,7 @@ mod tests {
         kind: EntryType,
         link: Option<String>,
         size: u64,
+        device: Option<(u32, u32)>,
         /// The PAX records before it: key and value.
         pax: Vec<(String, Vec<u8>)>,
     }
@@ -636,6 +639,9 @@ mod tests {
                 kind: header.entry_type(),
                 link: header.link_name().unwrap().map(|link| link.display().to_string()),
                 size: header.size().unwrap(),
+                device: matches!(header.entry_type(), EntryType::Char | EntryType::Block)
+                    .then(|| (header.device_major().unwrap(), header.device_minor().unwrap()))
+                    .and_then(|(major, minor)| major.zip(minor)),
                 pax,
             });
         }
@@ -663,6 +669,8 @@ mod tests {
                 "new",
                 "new/file",
                 "new/link",
+                "new/null",
+                "new/pipe",
                 "new/sym",
                 ".wh.opt",
                 "srv",
@@ -681,6 +689,9 @@ mod tests {
         }
         assert_eq!(entry("new/link").kind, EntryType::Link);
         assert_eq!(entry("new/link").link.as_deref(), Some("new/file"));
+        assert_eq!(entry("new/null").kind, EntryType::Char);
+        assert_eq!(entry("new/null").device, Some((1, 3)));
+        assert_eq!(entry("new/pipe").kind, EntryType::Fifo);
         assert_eq!(entry("new/sym").kind, EntryType::Symlink);
         assert_eq!(entry("new/sym").link.as_deref(), Some("../../base/bin"));
         assert_eq!(entry("etc/passwd").size, "etc/passwd".len() as u64);
@@ -722,8 +733,11 @@ mod tests {
 
     impl Drop for Overlay<'_> {
         fn drop(&mut self) {
-            if umount2(self.0, MntFlags::empty()).is_err() {
-                umount2(self.0, MntFlags::MNT_DETACH).expect("unmount the test's overlay");
+            // A busy mount is detached instead; a panic here would abort the test run.
+            let unmounted = umount2(self.0, MntFlags::empty())
+                .or_else(|_| umount2(self.0, MntFlags::MNT_DETACH));
+            if let Err(err) = unmounted {
+                eprintln!("unmount {}: {err}", self.0.display());
             }
         }
     }
