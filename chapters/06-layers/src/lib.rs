@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod compression;
 pub mod container;
+pub mod changes;
 pub mod digest;
 pub mod layers;
 pub mod overlay;
