@@ -63,7 +63,11 @@ impl TestStore {
     /// Mounts of the host's mount table below the store.
     pub fn mounts(&self) -> Vec<String> {
         let root = self.root().to_string_lossy().into_owned();
-        common::host_mounts().lines().filter(|line| line.contains(&root)).map(String::from).collect()
+        common::host_mounts()
+            .lines()
+            .filter(|line| line.contains(&root))
+            .map(String::from)
+            .collect()
     }
 }
 
@@ -83,7 +87,8 @@ fn configured_store() -> TestStore {
 fn a_container_runs_a_command_of_the_image() {
     let _s = common::settings().bind_to_scope();
     let store = busybox_store();
-    let transcript = Transcript::run(&mut store.run(&["--rm"], &["busybox", "cat", "/etc/os-release"]));
+    let transcript =
+        Transcript::run(&mut store.run(&["--rm"], &["busybox", "cat", "/etc/os-release"]));
     assert_eq!(transcript.status, 0, "{transcript}");
     assert!(transcript.command_output().contains("crabbox"), "{transcript}");
     assert_snapshot!("run_image", transcript);
@@ -96,8 +101,9 @@ fn the_image_config_gives_the_command_user_directory_and_environment() {
     let default = Transcript::run(&mut store.run(&["--rm"], &["configured"]));
     assert_eq!(default.command_output(), "entry default\n", "{default}");
     let script = "id; pwd; echo $GREETING $HOME";
-    let inside =
-        Transcript::run(&mut store.run(&["--rm", "--entrypoint", "sh"], &["configured", "-c", script]));
+    let inside = Transcript::run(
+        &mut store.run(&["--rm", "--entrypoint", "sh"], &["configured", "-c", script]),
+    );
     assert_eq!(
         inside.command_output(),
         "uid=1234(crab) gid=1234(crab) groups=1234(crab)\n/home/crab\nhello /home/crab\n",
@@ -111,8 +117,11 @@ fn command_replaces_cmd_and_the_flags_replace_user_and_directory() {
     let store = configured_store();
     let mine = Transcript::run(&mut store.run(&["--rm"], &["configured", "mine"]));
     assert_eq!(mine.command_output(), "entry mine\n", "{mine}");
-    let options = ["--rm", "--entrypoint", "sh", "-u", "0:0", "-w", "/tmp/new", "-e", "GREETING=hi"];
-    let flags = Transcript::run(&mut store.run(&options, &["configured", "-c", "id -u; pwd; echo $GREETING"]));
+    let options =
+        ["--rm", "--entrypoint", "sh", "-u", "0:0", "-w", "/tmp/new", "-e", "GREETING=hi"];
+    let flags = Transcript::run(
+        &mut store.run(&options, &["configured", "-c", "id -u; pwd; echo $GREETING"]),
+    );
     assert_eq!(flags.command_output(), "0\n/tmp/new\nhi\n", "{flags}");
 }
 
@@ -162,11 +171,16 @@ fn records<const N: usize>(store: &TestStore) -> [serde_json::Value; N] {
 #[test]
 fn the_first_write_copies_a_file_up_into_the_container_layer() {
     let store = busybox_store();
-    let transcript = Transcript::run(&mut store.run(&[], &["busybox", "sh", "-c", "echo more >> /etc/passwd"]));
+    let transcript =
+        Transcript::run(&mut store.run(&[], &["busybox", "sh", "-c", "echo more >> /etc/passwd"]));
     assert_eq!(transcript.status, 0, "{transcript}");
     let [record] = records(&store);
     let lower = PathBuf::from(record["lowers"][0].as_str().unwrap()).join("etc/passwd");
-    let upper = store.root().join("containers").join(record["id"].as_str().unwrap()).join("upper/etc/passwd");
+    let upper = store
+        .root()
+        .join("containers")
+        .join(record["id"].as_str().unwrap())
+        .join("upper/etc/passwd");
     let (lower, upper) = (fs::metadata(lower).unwrap(), fs::metadata(upper).unwrap());
     assert_ne!(lower.ino(), upper.ino(), "the container's copy is a file of its own");
     assert_eq!(upper.len(), lower.len() + "more\n".len() as u64);
@@ -205,13 +219,18 @@ fn rm_at_exit_leaves_no_layer_mount_or_cgroup() {
 #[test]
 fn a_killed_runtime_leaves_nothing_after_cleanup() {
     let store = busybox_store();
-    let mut running = Running::spawn(&mut store.run(&["--rm"], &["busybox", "sh", "-c", "echo ready; cat"]));
+    let mut running =
+        Running::spawn(&mut store.run(&["--rm"], &["busybox", "sh", "-c", "echo ready; cat"]));
     running.wait_for_line("ready");
     let container = running.container_pid();
     running.signal(nix::sys::signal::Signal::SIGKILL);
     running.wait_for_exit();
     common::wait_until_gone("the container to die with its runtime", container);
-    assert_eq!(store.mounts(), Vec::<String>::new(), "the overlay lived in the runtime's namespace");
+    assert_eq!(
+        store.mounts(),
+        Vec::<String>::new(),
+        "the overlay lived in the runtime's namespace"
+    );
     let cleanup = Transcript::run(&mut store.ch06(&["cleanup"]));
     assert_eq!(cleanup.status, 0, "{cleanup}");
     assert_eq!(store.containers(), Vec::<String>::new());
@@ -236,7 +255,9 @@ fn print_spec_shows_the_config_json_of_the_container() {
 fn a_plain_directory_still_runs_with_rootfs() {
     let store = TestStore::new();
     let rootfs = common::rootfs();
-    let transcript = Transcript::run(&mut store.run(&["--rm", "--rootfs"], &[rootfs.to_str().unwrap(), "hostname", "-s"]));
+    let transcript = Transcript::run(
+        &mut store.run(&["--rm", "--rootfs"], &[rootfs.to_str().unwrap(), "hostname", "-s"]),
+    );
     assert_eq!(transcript.status, 0, "{transcript}");
 }
 
@@ -265,16 +286,23 @@ impl EvilRootfs {
 fn a_volume_target_through_a_symlink_is_made_inside_the_rootfs_not_on_the_host() {
     let evil = EvilRootfs::new();
     let mut ch05 = common::command("ch05");
-    ch05.args(["run", "--net", "none", "-v", &evil.volume()]).arg(&evil.rootfs.path).args(["--", "true"]);
+    ch05.args(["run", "--net", "none", "-v", &evil.volume()])
+        .arg(&evil.rootfs.path)
+        .args(["--", "true"]);
     let before = Transcript::run(&mut ch05);
     assert!(evil.host.path().join("sub").exists(), "chapter 5 follows the symlink: {before}");
     fs::remove_dir(evil.host.path().join("sub")).unwrap();
 
     let store = TestStore::new();
     let rootfs = evil.rootfs.path.to_str().unwrap();
-    let after = Transcript::run(&mut store.run(&["--rm", "-v", &evil.volume(), "--rootfs"], &[rootfs, "true"]));
+    let after = Transcript::run(
+        &mut store.run(&["--rm", "-v", &evil.volume(), "--rootfs"], &[rootfs, "true"]),
+    );
     assert_eq!(after.status, 0, "{after}");
-    assert!(!evil.host.path().join("sub").exists(), "chapter 6 created the mount point on the host");
+    assert!(
+        !evil.host.path().join("sub").exists(),
+        "chapter 6 created the mount point on the host"
+    );
     let inside = evil.rootfs.path.join(evil.host.path().strip_prefix("/").unwrap()).join("sub");
     assert!(inside.is_dir(), "the mount point is made inside the rootfs");
 }

@@ -2,10 +2,10 @@
 //! (an OCI image layout); a container is that stack plus a writable layer of its own,
 //! merged by overlayfs, and is described by an OCI runtime-spec `Spec`.
 
+pub mod changes;
 pub mod cli;
 pub mod compression;
 pub mod container;
-pub mod changes;
 pub mod digest;
 pub mod layers;
 pub mod overlay;

@@ -26,16 +26,17 @@ use ch04_cgroups::cleanup::{after_cleanup, reclaim_stale_cgroups, RuntimeLock};
 use ch04_cgroups::gate::Gate;
 use ch04_cgroups::report::report_end;
 use ch05_network::bridge::BRIDGE;
-use ch05_network::cli::NetMode;
 use ch05_network::leases::{Leases, LEASES_FILE};
+use ch05_network::network::NetMode;
 use ch05_network::network::{reclaim_stale, Network};
+use ch06_layers::changes::changes;
 use ch06_layers::cli::RunArgs;
 use ch06_layers::container::{self, ContainerDir, ContainerRecord};
 use ch06_layers::overlay::{isolate_runtime_mounts, mount_overlay, unmount_overlay, Overlay};
 use ch06_layers::resolve::Root;
 use ch06_layers::spec::{
-    container_spec, limits_of, process_args, user_spec, volumes_of, working_dir,
-    ContainerRequest, NetworkNamespace, ProcessRequest,
+    container_spec, limits_of, process_args, user_spec, volumes_of, working_dir, ContainerRequest,
+    NetworkNamespace, ProcessRequest,
 };
 use ch06_layers::users::{enter_working_dir, resolve_user, switch_user, ProcessUser};
 use clap::{Parser, Subcommand};
@@ -64,6 +65,11 @@ enum Command {
         #[arg(short, long)]
         all: bool,
     },
+    /// Show what a container changed: A added, C changed, D deleted
+    Diff {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
     /// Remove stopped containers and their writable layers
     Rm {
         #[arg(required = true, value_name = "ID")]
@@ -78,6 +84,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => exit_code_for("ch06", run(&cli.root, &args)),
         Command::Ps { all } => exit_code_for("ch06", ps(&cli.root, all).map(|()| 0)),
+        Command::Diff { id } => exit_code_for("ch06", diff(&cli.root, &id).map(|()| 0)),
         Command::Rm { ids } => exit_code_for("ch06", remove(&cli.root, &ids).map(|()| 0)),
         Command::Cleanup => exit_code_for("ch06", cleanup(&cli.root).map(|()| 0)),
     }
@@ -335,6 +342,18 @@ fn ps(store: &Path, all: bool) -> Result<()> {
     Ok(())
 }
 // ANCHOR_END: ps
+
+// ANCHOR: diff
+/// Prints what the container changed, as `docker diff` does.
+fn diff(store: &Path, id: &str) -> Result<()> {
+    let dir = ContainerDir::find(&store.join("containers"), id)?;
+    let record = dir.read()?;
+    for change in changes(&dir.upper(), &record.lowers)? {
+        println!("{change}");
+    }
+    Ok(())
+}
+// ANCHOR_END: diff
 
 /// Removes stopped containers: their writable layers and records.
 fn remove(store: &Path, ids: &[String]) -> Result<()> {

@@ -32,13 +32,17 @@ pub fn overlay_options(overlay: &Overlay) -> Result<String> {
     // given top first; `upperdir` takes the writes and `workdir` is overlayfs's own.
     let lowers: Vec<String> =
         overlay.lowers.iter().rev().map(|dir| dir.display().to_string()).collect();
-    Ok(format!(
+    let layers = format!(
         "lowerdir={},upperdir={},workdir={}",
         lowers.join(":"),
         overlay.upper.display(),
         overlay.work.display()
-    ))
+    );
     // END EXERCISE
+    // `diff` and `commit` read the upper as whole files and whiteouts: no renamed directory
+    // recorded as a redirect, no file copied up as metadata only (overlayfs.rst,
+    // "Redirect dir" and "Metadata only copy up"), whatever the host's defaults are.
+    Ok(format!("{layers},redirect_dir=off,metacopy=off"))
 }
 // ANCHOR_END: overlay_options
 
@@ -95,7 +99,7 @@ mod tests {
             Overlay { lowers: &lowers, upper: Path::new("/c/upper"), work: Path::new("/c/work") };
         assert_eq!(
             overlay_options(&overlay).unwrap(),
-            "lowerdir=/l/top:/l/base,upperdir=/c/upper,workdir=/c/work"
+            "lowerdir=/l/top:/l/base,upperdir=/c/upper,workdir=/c/work,redirect_dir=off,metacopy=off"
         );
     }
 
