@@ -53,6 +53,7 @@ impl Root {
     }
     // ANCHOR_END: open_in_root
 
+    // ANCHOR: resolve
     /// Resolves `path` inside the root to a path without symlinks, relative to the root.
     /// Components that do not exist yet are kept as they are (the caller creates them).
     pub fn resolve(&self, path: &Path) -> Result<PathBuf> {
@@ -70,14 +71,19 @@ impl Root {
             if links > MAX_SYMLINKS {
                 bail!("{}: too many levels of symbolic links", path.display());
             }
+            // EXERCISE 6.4: follow the symlink inside the root: the link's name gives way to its target's components
+            // See path_resolution(7): a relative target is read from the link's directory, an
+            // absolute one from the root, and here the root is the container's, not the host's.
             resolved.pop();
             if target.is_absolute() {
                 resolved.clear();
             }
             pending.extend(components(&target).into_iter().rev());
+            // END EXERCISE
         }
         Ok(resolved.iter().collect())
     }
+    // ANCHOR_END: resolve
 
     /// The target of `path` when it is a symlink, `None` when it is anything else or
     /// missing. Its parent has no symlinks, so nothing is followed on the way.

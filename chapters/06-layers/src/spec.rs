@@ -38,7 +38,7 @@ pub struct ProcessRequest<'a> {
 pub fn process_args(config: Option<&Config>, request: &ProcessRequest) -> Result<Vec<String>> {
     let image_entrypoint = config.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
     let image_cmd = config.and_then(|c| c.cmd().clone()).unwrap_or_default();
-    // EXERCISE 6.4: combine the image's Entrypoint and Cmd with --entrypoint and COMMAND as docker run does
+    // EXERCISE 6.3: combine the image's Entrypoint and Cmd with --entrypoint and COMMAND as docker run does
     // See the Dockerfile reference, "Understand how CMD and ENTRYPOINT interact", and
     // docker run's --entrypoint: it resets the image's CMD.
     let (entrypoint, default_cmd) = match request.entrypoint {
