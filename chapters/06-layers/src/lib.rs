@@ -2,6 +2,10 @@
 //! (an OCI image layout); a container is that stack plus a writable layer of its own,
 //! merged by overlayfs, and is described by an OCI runtime-spec `Spec`.
 
+pub mod archive;
 pub mod digest;
+pub mod image;
+pub mod image_cli;
 pub mod layers;
 pub mod resolve;
+pub mod store;
