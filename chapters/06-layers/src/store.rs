@@ -206,13 +206,15 @@ impl Store {
     }
 
     /// Adds `manifest`, whose blobs are all stored, to the index as `name` (`NAME:TAG`). The
-    /// image that had the name keeps its others or, like Docker's, stays without a name. The
-    /// caller holds the lock.
+    /// image that had the name keeps its others or, like Docker's, stays without a name.
+    /// Then the blobs no image uses go: those of an entry the new one replaced, and those a
+    /// killed load left. The caller holds the lock.
     pub fn add_image(&self, name: &str, manifest: Descriptor) -> Result<()> {
         self.add_index_entry(Some(&normalize_name(name)?), manifest)
     }
 
-    /// Adds `manifest` to the index without a name, unless the image is there already.
+    /// Adds `manifest` to the index without a name, unless the image is there already (see
+    /// [`Store::add_image`]).
     pub fn add_untagged_image(&self, manifest: Descriptor) -> Result<()> {
         self.add_index_entry(None, manifest)
     }
@@ -222,17 +224,13 @@ impl Store {
         let added = Image::read(self, name.map(String::from), digest)?;
         let mut index = self.index()?;
         let images = self.images()?;
-        let present = |image: &Image| name.is_none() || image.name == added.name;
-        if images.iter().any(|image| image.id == added.id && present(image)) {
-            return Ok(());
-        }
-        let mut entries: Vec<(Descriptor, Image)> = Vec::new();
-        for (mut entry, mut image) in index.manifests().iter().cloned().zip(images) {
+        let mut entries: Vec<(Descriptor, Image)> =
+            index.manifests().iter().cloned().zip(images).collect();
+        for (entry, image) in &mut entries {
             if image.name.is_some() && image.name == added.name {
-                untag(&mut entry);
+                untag(entry);
                 image.name = None;
             }
-            entries.push((entry, image));
         }
         let mut annotations = manifest.annotations().clone().unwrap_or_default();
         annotations.remove(REF_NAME);
@@ -241,7 +239,8 @@ impl Store {
         }
         manifest.set_annotations(Some(annotations));
         entries.push((manifest, added));
-        // An image without a name is listed once, and only while no name shows it.
+        // An image without a name is listed once, and only while no name shows it (so the
+        // entry just added goes again if its image is there already).
         let named: BTreeSet<Digest> = entries
             .iter()
             .filter(|(_, image)| image.name.is_some())
@@ -251,8 +250,9 @@ impl Store {
         entries.retain(|(_, image)| {
             image.name.is_some() || (!named.contains(&image.id) && listed.insert(image.id.clone()))
         });
-        index.set_manifests(entries.into_iter().map(|(entry, _)| entry).collect());
-        self.write_index(&index)
+        index.set_manifests(entries.iter().map(|(entry, _)| entry.clone()).collect());
+        self.write_index(&index)?;
+        self.collect_garbage(&entries.iter().map(|(_, image)| image).collect::<Vec<_>>())
     }
 
     /// Removes the image `reference` names: by name, that name; by id, every name of it.

@@ -67,16 +67,10 @@ fn load_entry(added: &mut Added, source: &Source, entry: &ManifestEntry) -> Resu
     let manifest = oci_manifest(&config, layers)?;
     let image = Image::from_parts(None, &manifest, &config)?;
     if names.is_empty() {
-        added.image(&image, &manifest, &config)?;
-        return Ok(vec![image]);
+        return Ok(vec![added.image(&image, &manifest, &config)?]);
     }
-    let mut images = Vec::new();
-    for name in names {
-        let named = Image { name: Some(name), ..image.clone() };
-        added.image(&named, &manifest, &config)?;
-        images.push(named);
-    }
-    Ok(images)
+    let named = names.into_iter().map(|name| Image { name: Some(name), ..image.clone() });
+    named.map(|named| added.image(&named, &manifest, &config)).collect()
 }
 
 /// The digest a file name of docker's gives its content: `<hex>.json` or

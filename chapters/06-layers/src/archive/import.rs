@@ -39,8 +39,7 @@ fn import_layer(added: &mut Added, rootfs: &Path, name: &str) -> Result<Image> {
     let layer = Descriptor::new(media_type, size, oci_digest(&digest)?);
     let manifest = oci_manifest(&config, vec![layer])?;
     let image = Image::from_parts(Some(name.to_string()), &manifest, &config)?;
-    added.image(&image, &manifest, &config)?;
-    Ok(image)
+    added.image(&image, &manifest, &config)
 }
 
 /// The digest of the plain tar in the stored layer `digest`: the layer's own digest, or that

@@ -123,17 +123,19 @@ impl Added<'_> {
     }
 
     /// Stores a checked image whose layers are stored already: its config, then its
-    /// manifest, then, last, its entry in the index, under its name or without one.
-    fn image(&mut self, image: &Image, manifest: &[u8], config: &[u8]) -> Result<()> {
+    /// manifest, then, last, its entry in the index, under its name or without one. Returns
+    /// the image as the store now has it: if it had the image already, with its manifest.
+    fn image(&mut self, image: &Image, manifest: &[u8], config: &[u8]) -> Result<Image> {
         self.blob(config, Some(&image.id))?;
         self.blob(manifest, Some(&image.manifest_digest))?;
         let media_type = image.manifest.media_type().clone().unwrap_or(MediaType::ImageManifest);
         let size = manifest.len() as u64;
         let descriptor = Descriptor::new(media_type, size, oci_digest(&image.manifest_digest)?);
         match &image.name {
-            Some(name) => self.store.add_image(name, descriptor),
-            None => self.store.add_untagged_image(descriptor),
+            Some(name) => self.store.add_image(name, descriptor)?,
+            None => self.store.add_untagged_image(descriptor)?,
         }
+        self.store.image(image.name.as_deref().unwrap_or(image.id.as_str()))
     }
 
     /// Removes the blobs this load added: it failed, and no image uses them.

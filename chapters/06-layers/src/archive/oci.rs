@@ -58,8 +58,7 @@ fn load_entry(added: &mut Added, source: &Source, entry: &Descriptor) -> Result<
     for layer in image.manifest.layers() {
         added.described_blob(source, &blob_name(layer)?, layer)?;
     }
-    added.image(&image, &manifest, &config)?;
-    Ok(image)
+    added.image(&image, &manifest, &config)
 }
 
 /// The name an index entry gives its image, if any.
