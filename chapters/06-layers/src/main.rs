@@ -32,6 +32,7 @@ use ch05_network::network::{reclaim_stale, Network};
 use ch06_layers::changes::changes;
 use ch06_layers::cli::RunArgs;
 use ch06_layers::container::{self, ContainerDir, ContainerRecord};
+use ch06_layers::image_cli::{run_image_command, ImageCommand};
 use ch06_layers::overlay::{isolate_runtime_mounts, mount_overlay, unmount_overlay, Overlay};
 use ch06_layers::resolve::Root;
 use ch06_layers::spec::{
@@ -59,6 +60,11 @@ struct Cli {
 enum Command {
     /// Run COMMAND (or the image's own) in a new container made from IMAGE
     Run(Box<RunArgs>),
+    /// Manage images: load, ls, inspect, rm, save, import
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// List containers: running ones, or all with -a
     Ps {
         /// Show stopped containers too
@@ -83,6 +89,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => exit_code_for("ch06", run(&cli.root, &args)),
+        Command::Image { command } => {
+            exit_code_for("ch06", run_image_command(&cli.root, &command).map(|()| 0))
+        }
         Command::Ps { all } => exit_code_for("ch06", ps(&cli.root, all).map(|()| 0)),
         Command::Diff { id } => exit_code_for("ch06", diff(&cli.root, &id).map(|()| 0)),
         Command::Rm { ids } => exit_code_for("ch06", remove(&cli.root, &ids).map(|()| 0)),
