@@ -60,7 +60,7 @@ pub fn doctor() -> Result<()> {
     }
     println!();
     let ok = |need: &str| findings.iter().any(|(name, finding)| *name == need && finding.ok);
-    for chapter in chapters::all()? {
+    for chapter in chapters::crates()? {
         let needs = CHAPTER_NEEDS.iter().find(|(n, _)| *n == chapter.number);
         let missing: Vec<&str> = needs
             .map(|(_, needs)| needs.iter().copied().filter(|n| !ok(n)).collect())
