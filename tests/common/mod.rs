@@ -53,6 +53,12 @@ pub fn rootfs() -> PathBuf {
     xtask::rootfs::ensure_default_rootfs().expect("build the default rootfs")
 }
 
+/// Chapter 6's test images, made from the busybox rootfs by umoci and skopeo (see
+/// `xtask::images`: which images, and the reference of each).
+pub fn test_images() -> xtask::images::TestImages {
+    xtask::images::ensure_test_images().expect("make the test images")
+}
+
 /// A private copy of the busybox rootfs in a temporary directory, removed on drop.
 pub struct RootfsCopy {
     pub path: PathBuf,

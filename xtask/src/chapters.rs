@@ -25,6 +25,22 @@ pub struct Chapter {
     pub guest_checks: Vec<CgroupLayout>,
     /// Host programs the chapter or its checks run, with the Debian package of each.
     pub host_tools: BTreeMap<String, String>,
+    /// Whether the checks load the test images made from the rootfs ([`xtask::images`]).
+    pub test_images: bool,
+}
+
+impl Chapter {
+    /// Makes the files the chapter's checks read, before they run (as the user, and once:
+    /// not in parallel checks as root): the busybox rootfs, and the test images when the
+    /// chapter asks for them (`test-images = true`).
+    pub fn ensure_check_files(&self) -> Result<()> {
+        xtask::rootfs::ensure_default_rootfs()?;
+        if self.test_images {
+            xtask::images::ensure_test_images()
+                .with_context(|| format!("chapter {}'s checks need them", self.number))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -54,10 +70,20 @@ struct CrabboxMetadata {
     guest_checks: Vec<String>,
     #[serde(default)]
     host_tools: BTreeMap<String, String>,
+    #[serde(default)]
+    test_images: bool,
 }
 
-/// Every chapter, in order.
+/// Every chapter of the workshop, in order. A chapter crate without exercises.toml is one
+/// still being written: the tasks that check chapters leave it out until it has its
+/// exercises (and its checks, tests/<test_name>.rs).
 pub fn all() -> Result<Vec<Chapter>> {
+    let crates = crates()?;
+    Ok(crates.into_iter().filter(|chapter| chapter.dir.join("exercises.toml").is_file()).collect())
+}
+
+/// Every chapter crate, in order, those still being written too.
+pub fn crates() -> Result<Vec<Chapter>> {
     let mut chapters = Vec::new();
     for entry in fs::read_dir(project_root().join("chapters"))? {
         let dir = entry?.path();
@@ -81,6 +107,7 @@ pub fn all() -> Result<Vec<Chapter>> {
             static_bins: metadata.static_bins,
             guest_checks,
             host_tools: metadata.host_tools,
+            test_images: metadata.test_images,
             dir,
         });
     }
@@ -101,6 +128,12 @@ pub fn find(all: &[Chapter], number: u32) -> Result<&Chapter> {
     match all.iter().find(|chapter| chapter.number == number) {
         Some(chapter) => Ok(chapter),
         None => {
+            if let Some(chapter) = crates()?.into_iter().find(|c| c.number == number) {
+                bail!(
+                    "chapter {number} is still being written: {} has no exercises.toml yet",
+                    chapter.dir.display()
+                )
+            }
             let numbers: Vec<String> = all.iter().map(|c| c.number.to_string()).collect();
             bail!("there is no chapter {number}; the chapters are {}", numbers.join(", "))
         }

@@ -85,7 +85,7 @@ pub fn check_chapter(number: u32, exercise: Option<u32>, guests: bool) -> Result
         Some(k) => find_exercise(&exercises, &format!("{number}.{k}"))?.checks.clone(),
         None => Vec::new(),
     };
-    xtask::rootfs::ensure_default_rootfs()?;
+    chapter.ensure_check_files()?;
     let binaries = build_chapter(chapter, &all)?;
     let places = if guests { Place::all_for(chapter) } else { vec![Place::Host] };
     let mut tally = Tally::default();

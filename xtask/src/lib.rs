@@ -1,7 +1,8 @@
 //! The workshop's tasks. The library part is what the integration tests share with
 //! `cargo xtask`, in layers that only look down: [`process`] (running programs) and the
-//! paths here at the bottom, then [`host_tools`] and [`rootfs`] above them; [`includes`]
-//! checks the book's code includes.
+//! paths here at the bottom, then [`host_tools`] and [`rootfs`] above them, and [`images`]
+//! (chapter 6's test images, made from the rootfs) on top; [`includes`] checks the book's
+//! code includes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 
 pub mod host_tools;
+pub mod images;
 pub mod includes;
 pub mod process;
 pub mod rootfs;

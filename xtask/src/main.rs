@@ -17,7 +17,7 @@ mod vm;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -31,7 +31,8 @@ struct Cli {
 enum Task {
     /// Check whether this machine can run each chapter, and say how to fix what is missing
     Doctor,
-    /// Build the default busybox rootfs (.crabbox/rootfs/busybox)
+    /// Build the default busybox rootfs (.crabbox/rootfs/busybox) and the images made from it
+    /// for chapter 6 with umoci and skopeo (.crabbox/images)
     Rootfs,
     /// A short narrated tour of what the most advanced chapter isolates
     Demo,
@@ -96,6 +97,9 @@ fn run(task: Task) -> Result<()> {
         Task::Rootfs => {
             let rootfs = xtask::rootfs::ensure_default_rootfs()?;
             println!("{}", rootfs.display());
+            let images = xtask::images::ensure_test_images()
+                .context("make chapter 6's test images (the rootfs is ready)")?;
+            println!("{}", images.dir.display());
             Ok(())
         }
         Task::Demo => demo::demo(),
