@@ -23,7 +23,8 @@ const MAX_ACCOUNT_FILE: u64 = 4 << 20;
 pub struct ProcessUser {
     pub uid: u32,
     pub gid: u32,
-    /// Supplementary groups: every group of /etc/group that lists the user by name.
+    /// Supplementary groups: the primary one, then every group of /etc/group that lists the
+    /// user by name.
     pub additional_gids: Vec<u32>,
     /// The home directory from /etc/passwd, for `HOME` (`/` for a user it does not list).
     pub home: String,
@@ -77,12 +78,16 @@ pub fn resolve_user(root: &Root, spec: &str) -> Result<ProcessUser> {
             )?,
         },
     };
-    let additional_gids = groups
+    // As Docker's: the primary group first, then every group that lists the user.
+    let mut additional_gids = vec![gid];
+    let listed = groups
         .iter()
-        .filter(|entry| !account.name.is_empty() && entry.members.contains(&account.name))
-        .map(|entry| entry.gid)
-        .filter(|&extra| extra != gid)
-        .collect();
+        .filter(|entry| !account.name.is_empty() && entry.members.contains(&account.name));
+    for extra in listed.map(|entry| entry.gid) {
+        if !additional_gids.contains(&extra) {
+            additional_gids.push(extra);
+        }
+    }
     Ok(ProcessUser { uid: account.uid, gid, additional_gids, home: account.home })
 }
 // ANCHOR_END: resolve_user
@@ -188,7 +193,7 @@ mod tests {
             ProcessUser {
                 uid: 1234,
                 gid: 1234,
-                additional_gids: vec![99],
+                additional_gids: vec![1234, 99],
                 home: "/home/crab".into()
             }
         );
