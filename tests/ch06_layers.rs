@@ -123,6 +123,13 @@ fn command_replaces_cmd_and_the_flags_replace_user_and_directory() {
         &mut store.run(&options, &["configured", "-c", "id -u; pwd; echo $GREETING"]),
     );
     assert_eq!(flags.command_output(), "0\n/tmp/new\nhi\n", "{flags}");
+    let entrypoint =
+        Transcript::run(&mut store.run(&["--rm", "--entrypoint", "echo"], &["configured"]));
+    assert_eq!(
+        entrypoint.command_output(),
+        "\n",
+        "--entrypoint drops the image's Cmd: {entrypoint}"
+    );
 }
 
 #[test]
@@ -326,4 +333,37 @@ fn etc_hosts_through_a_symlink_is_made_inside_the_rootfs_not_on_the_host() {
     assert_eq!(after.status, 0, "{after}");
     assert!(after.command_output().contains("localhost"), "{after}");
     assert!(!evil.host.path().join("file").exists(), "chapter 6 created /etc/hosts on the host");
+}
+
+#[test]
+fn a_layer_deletes_and_replaces_what_the_layers_below_it_hold() {
+    let _s = common::settings().bind_to_scope();
+    let store = TestStore::with(&[images().layered_layout()]);
+    let look = "ls /data /data/dir; cat /data/dir/c";
+    let transcript = Transcript::run(&mut store.run(&["--rm"], &["layered", "sh", "-c", look]));
+    assert_eq!(
+        transcript.command_output(),
+        "/data:\nadded\ndir\n\n/data/dir:\nc\nc\n",
+        "{transcript}"
+    );
+    assert_snapshot!("layered", transcript);
+}
+
+#[test]
+fn a_volume_target_through_a_symlink_of_the_image_lands_where_the_link_points() {
+    let store = busybox_store();
+    let source = common::temp_dir();
+    fs::write(source.path().join("note"), "from the host\n").unwrap();
+    // /etc/link -> /srv in the container's layer first, then a volume through it.
+    let volume = format!("{}:/etc/link/sub", source.path().display());
+    let script = "mkdir -p /srv && ln -s /srv /etc/link";
+    let made = Transcript::run(&mut store.run(&[], &["busybox", "sh", "-c", script]));
+    assert_eq!(made.status, 0, "{made}");
+    let id = common::announced_id(&made.output);
+    let commit = Transcript::run(&mut store.ch06(&["commit", &id, "linked"]));
+    assert_eq!(commit.status, 0, "{commit}");
+    let read = Transcript::run(
+        &mut store.run(&["--rm", "-v", &volume], &["linked", "cat", "/srv/sub/note"]),
+    );
+    assert_eq!(read.command_output(), "from the host\n", "{read}");
 }

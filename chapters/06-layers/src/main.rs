@@ -29,6 +29,7 @@ use ch05_network::bridge::BRIDGE;
 use ch05_network::leases::{Leases, LEASES_FILE};
 use ch05_network::network::NetMode;
 use ch05_network::network::{reclaim_stale, Network};
+use ch06_layers::archive;
 use ch06_layers::changes::changes;
 use ch06_layers::cli::RunArgs;
 use ch06_layers::container::{self, ContainerDir, ContainerRecord};
@@ -39,6 +40,7 @@ use ch06_layers::spec::{
     container_spec, limits_of, process_args, user_spec, volumes_of, working_dir, ContainerRequest,
     NetworkNamespace, ProcessRequest,
 };
+use ch06_layers::store::Store;
 use ch06_layers::users::{enter_working_dir, resolve_user, switch_user, ProcessUser};
 use clap::{Parser, Subcommand};
 use nix::sched::CloneFlags;
@@ -76,6 +78,13 @@ enum Command {
         #[arg(value_name = "ID")]
         id: String,
     },
+    /// Make a new image from a stopped container's changes
+    Commit {
+        #[arg(value_name = "ID")]
+        id: String,
+        #[arg(value_name = "NAME[:TAG]")]
+        name: String,
+    },
     /// Remove stopped containers and their writable layers
     Rm {
         #[arg(required = true, value_name = "ID")]
@@ -94,6 +103,9 @@ fn main() -> ExitCode {
         }
         Command::Ps { all } => exit_code_for("ch06", ps(&cli.root, all).map(|()| 0)),
         Command::Diff { id } => exit_code_for("ch06", diff(&cli.root, &id).map(|()| 0)),
+        Command::Commit { id, name } => {
+            exit_code_for("ch06", commit(&cli.root, &id, &name).map(|()| 0))
+        }
         Command::Rm { ids } => exit_code_for("ch06", remove(&cli.root, &ids).map(|()| 0)),
         Command::Cleanup => exit_code_for("ch06", cleanup(&cli.root).map(|()| 0)),
     }
@@ -265,7 +277,7 @@ fn create_container(
     command: &[String],
     auto_remove: bool,
 ) -> Result<(ContainerDir, Vec<PathBuf>, Option<Config>)> {
-    let store = ch06_layers::store::Store::open(store)?;
+    let store = Store::open(store)?;
     let _lock = store.lock()?;
     let found = store.image(image)?;
     let layers = found.layers()?;
@@ -343,7 +355,7 @@ fn ps(store: &Path, all: bool) -> Result<()> {
             (false, None) => "Dead (its runtime was killed)".to_string(),
         };
         if all || status == "Up" {
-            let command = format!("\"{}\"", record.command.join(" "));
+            let command = format!("\"{}\"", shortened(&record.command.join(" ")));
             let created = container::ago(record.created);
             println!("{:<14}{:<20}{command:<24}{created:<18}{status}", id, record.image);
         }
@@ -351,6 +363,14 @@ fn ps(store: &Path, all: bool) -> Result<()> {
     Ok(())
 }
 // ANCHOR_END: ps
+
+/// A command cut to 20 characters, as `docker ps` shows it.
+fn shortened(command: &str) -> String {
+    match command.char_indices().nth(19) {
+        Some((end, _)) => format!("{}…", &command[..end]),
+        None => command.to_string(),
+    }
+}
 
 // ANCHOR: diff
 /// Prints what the container changed, as `docker diff` does.
@@ -363,6 +383,21 @@ fn diff(store: &Path, id: &str) -> Result<()> {
     Ok(())
 }
 // ANCHOR_END: diff
+
+/// Makes the image `name` from the container `id`'s writable layer, as `docker commit`.
+fn commit(root: &Path, id: &str, name: &str) -> Result<()> {
+    require_root("ch06")?;
+    let store = Store::open(root)?;
+    let dir = ContainerDir::find(&store.containers_dir(), id)?;
+    let record = dir.read()?;
+    if container::is_running(&record.id)? {
+        bail!("container {} is running; commit it once it has stopped", record.id);
+    }
+    let _lock = store.lock()?;
+    let image = archive::commit(&store, &dir, &record, name)?;
+    println!("{}", image.id);
+    Ok(())
+}
 
 /// Removes stopped containers: their writable layers and records.
 fn remove(store: &Path, ids: &[String]) -> Result<()> {

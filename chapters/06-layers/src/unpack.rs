@@ -316,7 +316,11 @@ impl Unpacker {
     /// A whiteout: a 0/0 character device of the hidden name, or the opaque xattr on the
     /// directory. A file this layer made of the same name stays: a whiteout hides only the
     /// layers below (image-spec, layer.md).
+    // ANCHOR: unpack_whiteout
     fn unpack_whiteout(&self, parent: &Path, whiteout: Whiteout) -> Result<()> {
+        // EXERCISE 6.1: turn the OCI whiteout into overlayfs's: a 0/0 character device named after the hidden file, or the opaque xattr on the directory
+        // See Documentation/filesystems/overlayfs.rst, "whiteouts and opaque directories";
+        // open_parent and open_dir give the directory inside the layer.
         match whiteout {
             Whiteout::Name(hidden) => {
                 let dir = self.open_parent(parent)?;
@@ -331,7 +335,9 @@ impl Unpacker {
                     .with_context(|| format!("set {OVERLAY_OPAQUE} (needs root)"))
             }
         }
+        // END EXERCISE
     }
+    // ANCHOR_END: unpack_whiteout
 
     /// Sets the times of the directories, now that nothing more is written in them. A
     /// directory that a later entry replaced is skipped.

@@ -3,6 +3,7 @@
 //! one-layer image. Whatever the format, the config is stored byte for byte, so an image
 //! keeps its id (the config's digest) through every format.
 
+mod commit;
 mod docker;
 mod import;
 mod oci;
@@ -20,6 +21,7 @@ use crate::digest::Digest;
 use crate::image::Image;
 use crate::store::Store;
 
+pub use commit::commit;
 pub use import::import;
 use sink::Sink;
 use source::Source;
