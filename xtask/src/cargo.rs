@@ -86,8 +86,13 @@ pub fn build(cargo: &mut Command, statically_linked: bool) -> Result<Binaries> {
 pub fn build_chapter(chapter: &Chapter, all: &[Chapter]) -> Result<Binaries> {
     let tools = chapter.host_tools.iter().map(|(program, package)| (&**program, &**package));
     ensure_tools(tools).with_context(|| format!("chapter {} needs them", chapter.number))?;
-    let mut binaries =
-        build(cargo().args(["build", "--quiet", "-p", &chapter.package, "--bins"]), false)?;
+    // The chapter before too: a chapter that closes a hole shows the attack working there.
+    let mut build_command = cargo();
+    build_command.args(["build", "--quiet", "-p", &chapter.package, "--bins"]);
+    if let Some(before) = all.iter().find(|c| c.number + 1 == chapter.number) {
+        build_command.args(["-p", &before.package]);
+    }
+    let mut binaries = build(&mut build_command, false)?;
     for earlier in all.iter().filter(|c| c.number <= chapter.number) {
         for helper in &earlier.static_bins {
             binaries.by_var.extend(build_static(&earlier.package, helper)?.by_var);

@@ -108,22 +108,30 @@ pub fn container_spec(request: &ContainerRequest) -> Result<Spec> {
         .gid(request.user.gid)
         .additional_gids(request.user.additional_gids.clone())
         .build()?;
-    let process = ProcessBuilder::default()
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .user(user)
         .args(request.args.clone())
         .env(request.env.clone())
         .cwd(request.cwd.clone())
         .build()?;
+    // oci-spec's defaults are runc's hardening: a few capabilities, an rlimit,
+    // no_new_privs, masked and read-only paths. This container has none of that yet
+    // (chapter 8 adds it), and the Spec says what runs.
+    process.set_capabilities(None);
+    process.set_rlimits(None);
+    process.set_no_new_privileges(None);
     let root = RootBuilder::default()
         .path(request.root.to_path_buf())
         .readonly(request.read_only)
         .build()?;
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(&request.network)?)
         .resources(resources(request.limits)?)
         .cgroups_path(request.cgroups_path.clone())
         .build()?;
+    linux.set_masked_paths(None);
+    linux.set_readonly_paths(None);
     let mut mounts = standard_mounts()?;
     for volume in request.volumes {
         mounts.push(bind_mount(volume)?);
