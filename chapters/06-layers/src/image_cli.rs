@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 
 use crate::archive::{self, SaveFormat};
 use crate::image::Image;
-use crate::layers::Layer;
 use crate::store::Store;
 
 #[derive(Debug, clap::Subcommand)]
@@ -55,7 +54,7 @@ fn load(store: &Store, path: &Path) -> Result<()> {
     let _lock = store.lock()?;
     store.clean_ingest()?;
     for image in archive::load(store, path)? {
-        unpack_layers(store, &image.layers()?)?;
+        store.unpack_layers(&image.layers()?)?;
         match &image.name {
             Some(name) => println!("Loaded image: {name}"),
             None => println!("Loaded image ID: {}", image.id),
@@ -68,16 +67,9 @@ fn import(store: &Store, rootfs: &Path, name: &str) -> Result<()> {
     let _lock = store.lock()?;
     store.clean_ingest()?;
     let image = archive::import(store, rootfs, name)?;
-    unpack_layers(store, &image.layers()?)?;
+    store.unpack_layers(&image.layers()?)?;
     println!("{}", image.id);
     Ok(())
-}
-
-// TODO(store helper): drop this stub at the merge with the unpack helper's
-// `crate::layers::unpack_layers` (same signature), and import that instead.
-/// Stands in for the unpacking of the layers until the unpack helper's lands.
-fn unpack_layers(_store: &Store, _layers: &[Layer]) -> Result<Vec<PathBuf>> {
-    Ok(Vec::new())
 }
 
 /// `docker images`: one line per name, in columns.

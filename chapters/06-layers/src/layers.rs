@@ -106,10 +106,7 @@ fn unpack_in_parallel(layers_dir: &Path, layers: &[&(PathBuf, Layer)], bound: Bo
     };
     thread::scope(|scope| {
         let workers: Vec<_> = (0..threads).map(|_| scope.spawn(unpack_next)).collect();
-        workers
-            .into_iter()
-            .map(|worker| worker.join().expect("an unpack thread panicked"))
-            .collect()
+        workers.into_iter().try_for_each(|worker| worker.join().expect("an unpack thread panicked"))
     })
 }
 
@@ -152,3 +149,13 @@ fn unpack_verified(blob: &Path, layer: &Layer, dest: &Path, bound: Bound) -> Res
     check(&layer.diff_id, &diff_id, "the layer's uncompressed tar (its diff id)")
 }
 // ANCHOR_END: unpack_verified
+
+impl crate::store::Store {
+    /// The image's layers unpacked in the store (those not unpacked yet first), bottom
+    /// first. The caller holds the store's lock.
+    pub fn unpack_layers(&self, layers: &[Layer]) -> Result<Vec<PathBuf>> {
+        let blobs: Vec<(PathBuf, Layer)> =
+            layers.iter().map(|layer| (self.blob_path(&layer.digest), layer.clone())).collect();
+        unpack_layers(&self.layers_dir(), &blobs)
+    }
+}

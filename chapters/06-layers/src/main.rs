@@ -281,9 +281,7 @@ fn create_container(
     let _lock = store.lock()?;
     let found = store.image(image)?;
     let layers = found.layers()?;
-    let blobs: Vec<_> =
-        layers.iter().map(|layer| (store.blob_path(&layer.digest), layer.clone())).collect();
-    let lowers = ch06_layers::layers::unpack_layers(&store.layers_dir(), &blobs)?;
+    let lowers = store.unpack_layers(&layers)?;
     let record = ContainerRecord {
         id: id.to_string(),
         image: image.to_string(),
