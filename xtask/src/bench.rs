@@ -59,8 +59,9 @@ pub struct Measure {
 
 /// The programs and files a measurement uses, made before it as the user.
 struct Subjects {
-    /// The chapter that runs a rootfs directory (`ch05`) and the one that runs images.
+    /// The binary of the chapter before the latest, which runs a rootfs directory (`ch05`).
     runtime: PathBuf,
+    /// The latest chapter's binary, which runs images (`ch06`).
     image_runtime: PathBuf,
     spawner: PathBuf,
     images: TestImages,
