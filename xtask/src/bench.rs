@@ -68,6 +68,18 @@ struct Subjects {
     layer: BenchLayer,
 }
 
+impl Subjects {
+    /// The latest chapter's command line `chNN --root STORE args…`.
+    fn image_command(&self, store: &Path, args: &[&str]) -> Vec<String> {
+        let binary = self.image_runtime.display().to_string();
+        [&[binary.as_str(), "--root", &store.display().to_string()][..], args]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+}
+
 /// `cargo xtask bench [--guest]`: prepares as the user (cargo never runs as root), then
 /// measures as root, through a second run of this program under sudo when we are not root,
 /// or in the cgroup v2 guest.
@@ -168,7 +180,7 @@ fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
     let starts = configurations(subjects, &bundle, scratch.path());
     let measured = measure_table(&subjects.spawner, &starts, WARM_UP_RUNS, runs);
     let ratio = format!("{image_runtime} run IMAGE / {runtime} run ROOTFS, --net none");
-    print_ratio(&measured, (4, 1), &ratio, "≤ 1.5×");
+    print_ratio(&measured, (IMAGE_RUN_ROW, DIRECTORY_RUN_ROW), &ratio, "≤ 1.5×");
     println!(
         "runc's and crun's default spec (`runc spec`) gives the container a network \
          namespace with only lo: compare them with --net none. The bridge network stays for \
@@ -270,6 +282,10 @@ fn strings(words: &[&str]) -> Vec<String> {
     words.iter().map(|word| word.to_string()).collect()
 }
 
+/// The rows of [`configurations`] whose times are compared.
+const DIRECTORY_RUN_ROW: usize = 1;
+const IMAGE_RUN_ROW: usize = 4;
+
 /// Container starts: the chapter before the latest on a rootfs directory, with and without
 /// its bridge network and with a published port; the latest on an image (where the overlay
 /// should cost a mount, not a copy); runc and crun.
@@ -305,16 +321,12 @@ fn configurations(subjects: &Subjects, bundle: &Bundle, scratch: &Path) -> Vec<R
 fn image_run_row(subjects: &Subjects, store: &Path) -> Row {
     let name = file_name(&subjects.image_runtime);
     let label = format!("{name} run --rm --net none {BUSYBOX}");
-    let ch06 = |args: &[&str]| {
-        let mut command = vec![subjects.image_runtime.display().to_string()];
-        command.extend(["--root".into(), store.display().to_string()]);
-        command.extend(strings(args));
-        command
-    };
     let archive = subjects.images.busybox_docker_archive().display().to_string();
-    let run =
-        |command: &[&str]| ch06(&[&["run", "--rm", "--net", "none", BUSYBOX], command].concat());
-    let ready = probe(&ch06(&["image", "load", &archive]), "Loaded image")
+    let run = |command: &[&str]| {
+        let options = ["run", "--rm", "--net", "none", BUSYBOX];
+        subjects.image_command(store, &[&options[..], command].concat())
+    };
+    let ready = probe(&subjects.image_command(store, &["image", "load", &archive]), "Loaded image")
         .and_then(|()| probe(&run(&["echo", "crabbox"]), "crabbox"));
     let mut row = Row::new(label, run(&["true"]));
     if let Err(err) = ready {
@@ -347,14 +359,7 @@ fn load_rows(subjects: &Subjects, scratch: &Path) -> Vec<Row> {
     let store = fresh.join("store");
     let layout = fresh.join("layout");
     let name = file_name(&subjects.image_runtime);
-    let load = strings(&[
-        &subjects.image_runtime.display().to_string(),
-        "--root",
-        &store.display().to_string(),
-        "image",
-        "load",
-        &archive,
-    ]);
+    let load = subjects.image_command(&store, &["image", "load", &archive]);
     let source = format!("docker-archive:{archive}");
     let target = format!("oci:{}:{BUSYBOX}", layout.display());
     vec![
@@ -379,14 +384,7 @@ fn unpack_rows(subjects: &Subjects, scratch: &Path) -> Vec<Row> {
     let tar = strings(&["tar", "-xzf", &path(&layer.blob), "-C", &path(&fresh)]);
     let image = format!("{}:{}", path(&layer.layout), layer::REFERENCE);
     let umoci = strings(&["umoci", "unpack", "--image", &image, &path(&bundle)]);
-    let load = strings(&[
-        &path(&subjects.image_runtime),
-        "--root",
-        &path(&store),
-        "image",
-        "load",
-        &path(&layer.layout),
-    ]);
+    let load = subjects.image_command(&store, &["image", "load", &path(&layer.layout)]);
     vec![
         Row::new("GNU tar -xzf", tar).in_scratch(fresh.clone(), fresh.join("big")),
         Row::new("umoci unpack", umoci).in_scratch(fresh.clone(), bundle.join("rootfs/big")),
