@@ -182,7 +182,7 @@ fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
     let ratio = format!("{image_runtime} run IMAGE / {runtime} run ROOTFS, --net none");
     print_ratio(&measured, (IMAGE_RUN_ROW, DIRECTORY_RUN_ROW), &ratio, "≤ 1.5×");
     println!(
-        "runc's and crun's default spec (`runc spec`) gives the container a network \
+        "\nrunc's and crun's default spec (`runc spec`) gives the container a network \
          namespace with only lo: compare them with --net none. The bridge network stays for \
          the next container; `cargo xtask network-rm` removes it."
     );
@@ -256,7 +256,7 @@ fn measure_table(
 fn print_ratio(table: &[Option<Measured>], (a, b): (usize, usize), what: &str, target: &str) {
     if let (Some(Some(a)), Some(Some(b))) = (table.get(a), table.get(b)) {
         let ratio = a.median().as_secs_f64() / b.median().as_secs_f64();
-        println!("\n{what}: {ratio:.2}× (target {target})");
+        println!("{what}: {ratio:.2}× (target {target})");
     }
 }
 
