@@ -55,6 +55,19 @@ pub struct Measure {
     /// bench-spawn
     #[arg(long = "measure-spawner", hide = true)]
     spawner: Option<PathBuf>,
+    /// Which tables to measure
+    #[arg(long = "measure-tables", hide = true, value_enum, default_value_t = Tables::All)]
+    tables: Tables,
+}
+
+/// The tables of a measurement: `--guest` measures the container starts in the cgroup v2
+/// guest (for crun) and the images on the host, whose cgroup layout they do not depend on
+/// and whose disk they should be measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tables {
+    All,
+    Starts,
+    Images,
 }
 
 /// The programs and files a measurement uses, made before it as the user.
@@ -81,18 +94,19 @@ impl Subjects {
 }
 
 /// `cargo xtask bench [--guest]`: prepares as the user (cargo never runs as root), then
-/// measures as root, through a second run of this program under sudo when we are not root,
-/// or in the cgroup v2 guest.
+/// measures as root, through a second run of this program under sudo when we are not root;
+/// with `--guest`, the container starts in the cgroup v2 guest (see [`Tables`]).
 pub fn bench(runs: usize, in_guest: bool, measure: Measure) -> Result<()> {
     ensure!(runs > 0, "--runs must be at least 1");
     if let Measure {
         runtime: Some(runtime),
         image_runtime: Some(image_runtime),
         spawner: Some(spawner),
+        tables,
     } = measure
     {
         ensure!(is_root(), "bench's measurement runs containers and needs root");
-        return measure_all(runs, &prepared(runtime, image_runtime, spawner)?);
+        return measure_tables(runs, &prepared(runtime, image_runtime, spawner)?, tables);
     }
     let crates = chapters::crates()?;
     let [.., before, latest] = &crates[..] else { bail!("bench compares two chapters") };
@@ -113,16 +127,29 @@ pub fn bench(runs: usize, in_guest: bool, measure: Measure) -> Result<()> {
     ] {
         args.extend([flag.to_string(), path_arg(path)?]);
     }
+    let tables = |tables: &str| [&args[..], &["--measure-tables".into(), tables.into()]].concat();
     if in_guest {
-        let run = run_in_guest(CgroupLayout::V2, &xtask, &args, &[], &project_root())?;
+        let run = run_in_guest(CgroupLayout::V2, &xtask, &tables("starts"), &[], &project_root())?;
         print!("{}", run.stdout);
         ensure!(run.status == 0, "the measurement in the guest failed");
-        return Ok(());
+        println!();
+        return measure_as_root(&xtask, &subjects, runs, Tables::Images, &tables("images"));
     }
+    measure_as_root(&xtask, &subjects, runs, Tables::All, &tables("all"))
+}
+
+/// Measures `tables`: here when we are root, else through `xtask args` under sudo.
+fn measure_as_root(
+    xtask: &Path,
+    subjects: &Subjects,
+    runs: usize,
+    tables: Tables,
+    args: &[String],
+) -> Result<()> {
     if is_root() {
-        return measure_all(runs, &subjects);
+        return measure_tables(runs, subjects, tables);
     }
-    run(as_root(&xtask).args(&args))
+    run(as_root(xtask).args(args))
 }
 
 /// The chapter's binary, built optimized (as runc, crun, skopeo and umoci are).
@@ -170,14 +197,25 @@ impl Row {
     }
 }
 
-fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
-    let bundle = Bundle::new(&ensure_default_rootfs()?)?;
+/// Measures and prints `tables`, with everything they write in one temporary folder.
+fn measure_tables(runs: usize, subjects: &Subjects, tables: Tables) -> Result<()> {
     let scratch = tempfile::Builder::new().prefix("crabbox-bench-").tempdir()?;
+    if tables != Tables::Images {
+        measure_starts(runs, subjects, scratch.path())?;
+    }
+    if tables != Tables::Starts {
+        measure_images(runs, subjects, scratch.path())?;
+    }
+    Ok(())
+}
+
+/// The container starts, and the image start against the directory start.
+fn measure_starts(runs: usize, subjects: &Subjects, scratch: &Path) -> Result<()> {
+    let bundle = Bundle::new(&ensure_default_rootfs()?)?;
     let image_runtime = file_name(&subjects.image_runtime);
     let runtime = file_name(&subjects.runtime);
-
     println!("{runs} runs of `true` each, after {WARM_UP_RUNS} warm-up runs\n");
-    let starts = configurations(subjects, &bundle, scratch.path());
+    let starts = configurations(subjects, &bundle, scratch);
     let measured = measure_table(&subjects.spawner, &starts, WARM_UP_RUNS, runs);
     let ratio = format!("{image_runtime} run IMAGE / {runtime} run ROOTFS, --net none");
     print_ratio(&measured, (IMAGE_RUN_ROW, DIRECTORY_RUN_ROW), &ratio, "≤ 1.5×");
@@ -186,7 +224,12 @@ fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
          namespace with only lo: compare them with --net none. The bridge network stays for \
          the next container; `cargo xtask network-rm` removes it."
     );
+    Ok(())
+}
 
+/// The load of the busybox docker-archive, and the unpack of the bench's layer.
+fn measure_images(runs: usize, subjects: &Subjects, scratch: &Path) -> Result<()> {
+    let image_runtime = file_name(&subjects.image_runtime);
     let archive = subjects.images.busybox_docker_archive();
     println!(
         "\nLoading {}: {runs} runs after {WARM_UP_RUNS} warm-up runs, each into a fresh \
@@ -194,7 +237,7 @@ fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
         archive.display()
     );
     let measured =
-        measure_table(&subjects.spawner, &load_rows(subjects, scratch.path()), WARM_UP_RUNS, runs);
+        measure_table(&subjects.spawner, &load_rows(subjects, scratch), WARM_UP_RUNS, runs);
     print_ratio(&measured, (0, 1), &format!("{image_runtime} image load / skopeo copy"), "≤ 1×");
 
     let unpack_runs = runs.min(MAX_UNPACK_RUNS);
@@ -207,7 +250,7 @@ fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
         megabytes(layer.uncompressed_bytes),
         std::env::temp_dir().display()
     );
-    let rows = unpack_rows(subjects, scratch.path());
+    let rows = unpack_rows(subjects, scratch);
     let measured = measure_table(&subjects.spawner, &rows, UNPACK_WARM_UP_RUNS, unpack_runs);
     print_throughputs(&rows, &measured, layer.uncompressed_bytes);
     Ok(())
