@@ -193,6 +193,8 @@ pub fn settings() -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
     settings.set_prepend_module_to_snapshot(true);
     settings.add_filter(&regex_escape(&rootfs().to_string_lossy()), "[ROOTFS]");
+    let images = xtask::images::test_images_dir();
+    settings.add_filter(&regex_escape(&images.to_string_lossy()), "[IMAGES]");
     settings.add_filter(r"/tmp/crabbox-test-[A-Za-z0-9]+", "[TMP]");
     settings.add_filter(r"\bpid \d+", "pid [PID]");
     // A container's id in crabbox's firewall rules; transcripts also redact every id a

@@ -55,31 +55,58 @@ pub struct Measure {
     /// bench-spawn
     #[arg(long = "measure-spawner", hide = true)]
     spawner: Option<PathBuf>,
+    /// Which tables to measure
+    #[arg(long = "measure-tables", hide = true, value_enum, default_value_t = Tables::All)]
+    tables: Tables,
+}
+
+/// The tables of a measurement: `--guest` measures the container starts in the cgroup v2
+/// guest (for crun) and the images on the host, whose cgroup layout they do not depend on
+/// and whose disk they should be measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Tables {
+    All,
+    Starts,
+    Images,
 }
 
 /// The programs and files a measurement uses, made before it as the user.
 struct Subjects {
-    /// The chapter that runs a rootfs directory (`ch05`) and the one that runs images.
+    /// The binary of the chapter before the latest, which runs a rootfs directory (`ch05`).
     runtime: PathBuf,
+    /// The latest chapter's binary, which runs images (`ch06`).
     image_runtime: PathBuf,
     spawner: PathBuf,
     images: TestImages,
     layer: BenchLayer,
 }
 
+impl Subjects {
+    /// The latest chapter's command line `chNN --root STORE args…`.
+    fn image_command(&self, store: &Path, args: &[&str]) -> Vec<String> {
+        let binary = self.image_runtime.display().to_string();
+        [&[binary.as_str(), "--root", &store.display().to_string()][..], args]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }
+}
+
 /// `cargo xtask bench [--guest]`: prepares as the user (cargo never runs as root), then
-/// measures as root, through a second run of this program under sudo when we are not root,
-/// or in the cgroup v2 guest.
+/// measures as root, through a second run of this program under sudo when we are not root;
+/// with `--guest`, the container starts in the cgroup v2 guest (see [`Tables`]).
 pub fn bench(runs: usize, in_guest: bool, measure: Measure) -> Result<()> {
     ensure!(runs > 0, "--runs must be at least 1");
     if let Measure {
         runtime: Some(runtime),
         image_runtime: Some(image_runtime),
         spawner: Some(spawner),
+        tables,
     } = measure
     {
         ensure!(is_root(), "bench's measurement runs containers and needs root");
-        return measure_all(runs, &prepared(runtime, image_runtime, spawner)?);
+        return measure_tables(runs, &prepared(runtime, image_runtime, spawner)?, tables);
     }
     let crates = chapters::crates()?;
     let [.., before, latest] = &crates[..] else { bail!("bench compares two chapters") };
@@ -100,16 +127,29 @@ pub fn bench(runs: usize, in_guest: bool, measure: Measure) -> Result<()> {
     ] {
         args.extend([flag.to_string(), path_arg(path)?]);
     }
+    let tables = |tables: &str| [&args[..], &["--measure-tables".into(), tables.into()]].concat();
     if in_guest {
-        let run = run_in_guest(CgroupLayout::V2, &xtask, &args, &[], &project_root())?;
+        let run = run_in_guest(CgroupLayout::V2, &xtask, &tables("starts"), &[], &project_root())?;
         print!("{}", run.stdout);
         ensure!(run.status == 0, "the measurement in the guest failed");
-        return Ok(());
+        println!();
+        return measure_as_root(&xtask, &subjects, runs, Tables::Images, &tables("images"));
     }
+    measure_as_root(&xtask, &subjects, runs, Tables::All, &tables("all"))
+}
+
+/// Measures `tables`: here when we are root, else through `xtask args` under sudo.
+fn measure_as_root(
+    xtask: &Path,
+    subjects: &Subjects,
+    runs: usize,
+    tables: Tables,
+    args: &[String],
+) -> Result<()> {
     if is_root() {
-        return measure_all(runs, &subjects);
+        return measure_tables(runs, subjects, tables);
     }
-    run(as_root(&xtask).args(&args))
+    run(as_root(xtask).args(args))
 }
 
 /// The chapter's binary, built optimized (as runc, crun, skopeo and umoci are).
@@ -157,23 +197,39 @@ impl Row {
     }
 }
 
-fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
-    let bundle = Bundle::new(&ensure_default_rootfs()?)?;
+/// Measures and prints `tables`, with everything they write in one temporary folder.
+fn measure_tables(runs: usize, subjects: &Subjects, tables: Tables) -> Result<()> {
     let scratch = tempfile::Builder::new().prefix("crabbox-bench-").tempdir()?;
+    if tables != Tables::Images {
+        measure_starts(runs, subjects, scratch.path())?;
+    }
+    if tables != Tables::Starts {
+        measure_images(runs, subjects, scratch.path())?;
+    }
+    Ok(())
+}
+
+/// The container starts, and the image start against the directory start.
+fn measure_starts(runs: usize, subjects: &Subjects, scratch: &Path) -> Result<()> {
+    let bundle = Bundle::new(&ensure_default_rootfs()?)?;
     let image_runtime = file_name(&subjects.image_runtime);
     let runtime = file_name(&subjects.runtime);
-
     println!("{runs} runs of `true` each, after {WARM_UP_RUNS} warm-up runs\n");
-    let starts = configurations(subjects, &bundle, scratch.path());
+    let starts = configurations(subjects, &bundle, scratch);
     let measured = measure_table(&subjects.spawner, &starts, WARM_UP_RUNS, runs);
     let ratio = format!("{image_runtime} run IMAGE / {runtime} run ROOTFS, --net none");
-    print_ratio(&measured, (4, 1), &ratio, "≤ 1.5×");
+    print_ratio(&measured, (IMAGE_RUN_ROW, DIRECTORY_RUN_ROW), &ratio, "≤ 1.5×");
     println!(
-        "runc's and crun's default spec (`runc spec`) gives the container a network \
+        "\nrunc's and crun's default spec (`runc spec`) gives the container a network \
          namespace with only lo: compare them with --net none. The bridge network stays for \
          the next container; `cargo xtask network-rm` removes it."
     );
+    Ok(())
+}
 
+/// The load of the busybox docker-archive, and the unpack of the bench's layer.
+fn measure_images(runs: usize, subjects: &Subjects, scratch: &Path) -> Result<()> {
+    let image_runtime = file_name(&subjects.image_runtime);
     let archive = subjects.images.busybox_docker_archive();
     println!(
         "\nLoading {}: {runs} runs after {WARM_UP_RUNS} warm-up runs, each into a fresh \
@@ -181,7 +237,7 @@ fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
         archive.display()
     );
     let measured =
-        measure_table(&subjects.spawner, &load_rows(subjects, scratch.path()), WARM_UP_RUNS, runs);
+        measure_table(&subjects.spawner, &load_rows(subjects, scratch), WARM_UP_RUNS, runs);
     print_ratio(&measured, (0, 1), &format!("{image_runtime} image load / skopeo copy"), "≤ 1×");
 
     let unpack_runs = runs.min(MAX_UNPACK_RUNS);
@@ -194,7 +250,7 @@ fn measure_all(runs: usize, subjects: &Subjects) -> Result<()> {
         megabytes(layer.uncompressed_bytes),
         std::env::temp_dir().display()
     );
-    let rows = unpack_rows(subjects, scratch.path());
+    let rows = unpack_rows(subjects, scratch);
     let measured = measure_table(&subjects.spawner, &rows, UNPACK_WARM_UP_RUNS, unpack_runs);
     print_throughputs(&rows, &measured, layer.uncompressed_bytes);
     Ok(())
@@ -243,7 +299,7 @@ fn measure_table(
 fn print_ratio(table: &[Option<Measured>], (a, b): (usize, usize), what: &str, target: &str) {
     if let (Some(Some(a)), Some(Some(b))) = (table.get(a), table.get(b)) {
         let ratio = a.median().as_secs_f64() / b.median().as_secs_f64();
-        println!("\n{what}: {ratio:.2}× (target {target})");
+        println!("{what}: {ratio:.2}× (target {target})");
     }
 }
 
@@ -268,6 +324,10 @@ fn first_line(err: &anyhow::Error) -> String {
 fn strings(words: &[&str]) -> Vec<String> {
     words.iter().map(|word| word.to_string()).collect()
 }
+
+/// The rows of [`configurations`] whose times are compared.
+const DIRECTORY_RUN_ROW: usize = 1;
+const IMAGE_RUN_ROW: usize = 4;
 
 /// Container starts: the chapter before the latest on a rootfs directory, with and without
 /// its bridge network and with a published port; the latest on an image (where the overlay
@@ -304,16 +364,12 @@ fn configurations(subjects: &Subjects, bundle: &Bundle, scratch: &Path) -> Vec<R
 fn image_run_row(subjects: &Subjects, store: &Path) -> Row {
     let name = file_name(&subjects.image_runtime);
     let label = format!("{name} run --rm --net none {BUSYBOX}");
-    let ch06 = |args: &[&str]| {
-        let mut command = vec![subjects.image_runtime.display().to_string()];
-        command.extend(["--root".into(), store.display().to_string()]);
-        command.extend(strings(args));
-        command
-    };
     let archive = subjects.images.busybox_docker_archive().display().to_string();
-    let run =
-        |command: &[&str]| ch06(&[&["run", "--rm", "--net", "none", BUSYBOX], command].concat());
-    let ready = probe(&ch06(&["image", "load", &archive]), "Loaded image")
+    let run = |command: &[&str]| {
+        let options = ["run", "--rm", "--net", "none", BUSYBOX];
+        subjects.image_command(store, &[&options[..], command].concat())
+    };
+    let ready = probe(&subjects.image_command(store, &["image", "load", &archive]), "Loaded image")
         .and_then(|()| probe(&run(&["echo", "crabbox"]), "crabbox"));
     let mut row = Row::new(label, run(&["true"]));
     if let Err(err) = ready {
@@ -346,14 +402,7 @@ fn load_rows(subjects: &Subjects, scratch: &Path) -> Vec<Row> {
     let store = fresh.join("store");
     let layout = fresh.join("layout");
     let name = file_name(&subjects.image_runtime);
-    let load = strings(&[
-        &subjects.image_runtime.display().to_string(),
-        "--root",
-        &store.display().to_string(),
-        "image",
-        "load",
-        &archive,
-    ]);
+    let load = subjects.image_command(&store, &["image", "load", &archive]);
     let source = format!("docker-archive:{archive}");
     let target = format!("oci:{}:{BUSYBOX}", layout.display());
     vec![
@@ -378,14 +427,7 @@ fn unpack_rows(subjects: &Subjects, scratch: &Path) -> Vec<Row> {
     let tar = strings(&["tar", "-xzf", &path(&layer.blob), "-C", &path(&fresh)]);
     let image = format!("{}:{}", path(&layer.layout), layer::REFERENCE);
     let umoci = strings(&["umoci", "unpack", "--image", &image, &path(&bundle)]);
-    let load = strings(&[
-        &path(&subjects.image_runtime),
-        "--root",
-        &path(&store),
-        "image",
-        "load",
-        &path(&layer.layout),
-    ]);
+    let load = subjects.image_command(&store, &["image", "load", &path(&layer.layout)]);
     vec![
         Row::new("GNU tar -xzf", tar).in_scratch(fresh.clone(), fresh.join("big")),
         Row::new("umoci unpack", umoci).in_scratch(fresh.clone(), bundle.join("rootfs/big")),

@@ -131,129 +131,148 @@ fn stamp_of(rootfs: &Path) -> Result<String> {
     Ok(stamp)
 }
 
-/// Makes every image in `dir` (the working directory of each tool, so the commands echo
-/// short paths).
+/// Makes every image in `dir`.
 fn build_images(dir: &Path, rootfs: &Path) -> Result<()> {
-    let bundles = tempfile::Builder::new().prefix("crabbox-images-").tempdir()?;
-    let tool = |program: &str, args: &[&str]| {
-        let mut command = Command::new(program);
-        command.args(args).current_dir(dir);
-        run(&mut command)
+    let maker = Maker {
+        dir: dir.to_path_buf(),
+        bundles: tempfile::Builder::new().prefix("crabbox-images-").tempdir()?,
     };
-    let bundle = |name: &str| bundles.path().join(name).display().to_string();
+    build_busybox(&maker, rootfs)?;
+    build_layered(&maker)?;
+    build_configured(&maker, rootfs)
+}
 
-    tool("umoci", &["init", "--layout", "busybox-oci"])?;
-    tool("umoci", &["new", "--image", "busybox-oci:busybox:latest"])?;
-    unpack(dir, "busybox-oci:busybox:latest", &bundle("busybox"))?;
-    let bundle_rootfs = Path::new(&bundle("busybox")).join("rootfs");
-    run(Command::new("cp").arg("-a").arg(rootfs.join(".")).arg(bundle_rootfs))?;
-    tool("umoci", &["repack", "--image", "busybox-oci:busybox:latest", &bundle("busybox")])?;
-    tool("umoci", &["config", "--image", "busybox-oci:busybox:latest", "--config.cmd", "sh"])?;
+/// busybox-oci/ with the rootfs as its one layer, and the two archives of it.
+fn build_busybox(maker: &Maker, rootfs: &Path) -> Result<()> {
+    let image = "busybox-oci:busybox:latest";
+    maker.tool("umoci", &["init", "--layout", "busybox-oci"])?;
+    maker.tool("umoci", &["new", "--image", image])?;
+    let bundle = maker.unpack(image, "busybox")?;
+    run(Command::new("cp").arg("-a").arg(rootfs.join(".")).arg(bundle.join("rootfs")))?;
+    maker.tool("umoci", &["repack", "--image", image, &bundle.display().to_string()])?;
+    maker.tool("umoci", &["config", "--image", image, "--config.cmd", "sh"])?;
     // Each repack and config writes a new manifest and config; gc drops the old ones.
-    tool("umoci", &["gc", "--layout", "busybox-oci"])?;
+    maker.tool("umoci", &["gc", "--layout", "busybox-oci"])?;
     for archive in ["docker-archive:busybox.docker.tar", "oci-archive:busybox.oci.tar"] {
-        let target = format!("{archive}:busybox:latest");
-        tool("skopeo", &["copy", "--quiet", "oci:busybox-oci:busybox:latest", &target])?;
+        let target = format!("{archive}:{BUSYBOX}");
+        maker.tool("skopeo", &["copy", "--quiet", &format!("oci:{image}"), &target])?;
     }
+    Ok(())
+}
 
-    // The layered image: busybox's layer as it is, and two more on top.
-    tool(
-        "skopeo",
-        &["copy", "--quiet", "oci:busybox-oci:busybox:latest", "oci:layered:layered:latest"],
-    )?;
-    let layered = bundle("layered");
-    unpack(dir, "layered:layered:latest", &layered)?;
-    let data = Path::new(&layered).join("rootfs/data");
+/// layered/: busybox's layer as it is, a layer that umoci repack makes of the files added
+/// to it, and one with a whiteout and an opaque directory.
+fn build_layered(maker: &Maker) -> Result<()> {
+    let image = maker.copy_of_busybox("layered", LAYERED)?;
+    let bundle = maker.unpack(&image, "layered")?;
+    let data = bundle.join("rootfs/data");
     fs::create_dir_all(data.join("dir"))?;
     for (file, contents) in
         [("added", "added\n"), ("doomed", "doomed\n"), ("dir/a", "a\n"), ("dir/b", "b\n")]
     {
         fs::write(data.join(file), contents)?;
     }
-    tool("umoci", &["repack", "--image", "layered:layered:latest", &layered])?;
+    maker.tool("umoci", &["repack", "--image", &image, &bundle.display().to_string()])?;
     // umoci repack writes a whiteout for each file of a directory that was removed and made
     // again (`dir/.wh.a`, `dir/.wh.b`), never the opaque marker: this layer is written by
     // hand, as image-spec's layer.md describes whiteouts.
-    let second = bundles.path().join("second-layer");
-    fs::create_dir_all(second.join("data/dir"))?;
+    let tree = maker.bundles.path().join("second-layer");
+    fs::create_dir_all(tree.join("data/dir"))?;
     for (file, contents) in [(".wh.doomed", ""), ("dir/.wh..wh..opq", ""), ("dir/c", "c\n")] {
-        fs::write(second.join("data").join(file), contents)?;
+        fs::write(tree.join("data").join(file), contents)?;
     }
     let entries = ["data", "data/.wh.doomed", "data/dir", "data/dir/.wh..wh..opq", "data/dir/c"];
-    add_tar_layer(dir, "layered:layered:latest", &second, &entries.map(|e| (e, 0)))?;
-    tool("umoci", &["gc", "--layout", "layered"])?;
+    maker.add_tar_layer(&image, &tree, &entries.map(|entry| (entry, 0)))?;
+    maker.tool("umoci", &["gc", "--layout", "layered"])
+}
 
-    // The configured image: a user of its own, in a layer written by hand because its home
-    // belongs to that user (umoci repack, run by someone other than root, cannot say so).
-    tool(
-        "skopeo",
-        &["copy", "--quiet", "oci:busybox-oci:busybox:latest", "oci:configured:configured:latest"],
-    )?;
-    let user = bundles.path().join("user-layer");
-    fs::create_dir_all(user.join("etc"))?;
-    fs::create_dir_all(user.join("home/crab"))?;
+/// configured/: busybox with a user of its own, in a layer written by hand because its
+/// home belongs to that user (umoci repack, run by someone other than root, cannot say so),
+/// and a config that names the user, an entrypoint, a command, a folder and a variable.
+fn build_configured(maker: &Maker, rootfs: &Path) -> Result<()> {
+    let image = maker.copy_of_busybox("configured", CONFIGURED)?;
+    let tree = maker.bundles.path().join("user-layer");
+    fs::create_dir_all(tree.join("etc"))?;
+    fs::create_dir_all(tree.join("home/crab"))?;
     for (file, line) in [
         ("passwd", format!("crab:x:{CRAB_ID}:{CRAB_ID}:crab:/home/crab:/bin/sh\n")),
         ("group", format!("crab:x:{CRAB_ID}:\n")),
     ] {
         let base = fs::read_to_string(rootfs.join("etc").join(file))?;
-        fs::write(user.join("etc").join(file), base + &line)?;
+        fs::write(tree.join("etc").join(file), base + &line)?;
     }
     let entries =
         [("etc", 0), ("etc/group", 0), ("etc/passwd", 0), ("home", 0), ("home/crab", CRAB_ID)];
-    add_tar_layer(dir, "configured:configured:latest", &user, &entries)?;
-    let image = ["--image", "configured:configured:latest"];
+    maker.add_tar_layer(&image, &tree, &entries)?;
     let config = [
-        "--config.entrypoint",
-        "/bin/echo",
-        "--config.entrypoint",
-        "entry",
-        "--config.cmd",
-        "default",
-        "--config.user",
-        "crab",
-        "--config.workingdir",
-        "/home/crab",
-        "--config.env",
-        "GREETING=hello",
+        ["--config.entrypoint", "/bin/echo"],
+        ["--config.entrypoint", "entry"],
+        ["--config.cmd", "default"],
+        ["--config.user", "crab"],
+        ["--config.workingdir", "/home/crab"],
+        ["--config.env", "GREETING=hello"],
     ];
-    tool("umoci", &[&["config"], &image[..], &config[..]].concat())?;
-    tool("umoci", &["gc", "--layout", "configured"])
+    maker.tool("umoci", &[&["config", "--image", &image][..], &config.concat()].concat())?;
+    maker.tool("umoci", &["gc", "--layout", "configured"])
 }
 
-/// `umoci unpack` of `image` into the bundle `bundle`; `--rootless` when we are not root,
-/// so umoci records files as root's that the user's uid owns.
-fn unpack(dir: &Path, image: &str, bundle: &str) -> Result<()> {
-    let mut command = Command::new("umoci");
-    command.arg("unpack").current_dir(dir);
-    if !is_root() {
-        command.arg("--rootless");
-    }
-    run(command.args(["--image", image, bundle]))
+/// Where the images are made: the tools' working directory (so the commands they echo
+/// show short paths), and a temporary folder for the bundles umoci unpacks.
+struct Maker {
+    dir: PathBuf,
+    bundles: tempfile::TempDir,
 }
 
-/// Appends to `image` a layer that GNU tar writes from `entries` of `tree`, in that order,
-/// each `(path, owner)` owned by uid and gid `owner`; `umoci raw add-layer` compresses it and
-/// records its diff id.
-fn add_tar_layer(dir: &Path, image: &str, tree: &Path, entries: &[(&str, u32)]) -> Result<()> {
-    let layer = tree.with_extension("tar");
-    for (i, run_of_owner) in entries.chunk_by(|a, b| a.1 == b.1).enumerate() {
-        let owner = run_of_owner[0].1;
-        let mut tar = Command::new("tar");
-        tar.arg(if i == 0 { "--create" } else { "--append" })
-            .arg("--file")
-            .arg(&layer)
-            .arg("--directory")
-            .arg(tree)
-            .args(["--no-recursion", "--numeric-owner"])
-            .arg(format!("--owner={owner}"))
-            .arg(format!("--group={owner}"))
-            .args(run_of_owner.iter().map(|(path, _)| path));
-        run(&mut tar)?;
+impl Maker {
+    /// Runs `program args` in the images' folder, echoed.
+    fn tool(&self, program: &str, args: &[&str]) -> Result<()> {
+        run(Command::new(program).args(args).current_dir(&self.dir))
     }
-    let mut add = Command::new("umoci");
-    add.args(["raw", "add-layer", "--image", image]).arg(&layer).current_dir(dir);
-    run(&mut add)
+
+    /// Copies busybox into a new layout `layout` as `reference` (blobs and digests as they
+    /// are), and returns umoci's name for that image, `layout:reference`.
+    fn copy_of_busybox(&self, layout: &str, reference: &str) -> Result<String> {
+        let target = format!("oci:{layout}:{reference}");
+        self.tool("skopeo", &["copy", "--quiet", &format!("oci:busybox-oci:{BUSYBOX}"), &target])?;
+        Ok(format!("{layout}:{reference}"))
+    }
+
+    /// `umoci unpack` of `image` into a new bundle `name`, returned; `--rootless` when we
+    /// are not root, so that umoci records as root's the files the user owns.
+    fn unpack(&self, image: &str, name: &str) -> Result<PathBuf> {
+        let bundle = self.bundles.path().join(name);
+        let mut command = Command::new("umoci");
+        command.arg("unpack").current_dir(&self.dir);
+        if !is_root() {
+            command.arg("--rootless");
+        }
+        run(command.args(["--image", image]).arg(&bundle))?;
+        Ok(bundle)
+    }
+
+    /// Appends to `image` a layer that GNU tar writes from `entries` of `tree`, in that
+    /// order, each `(path, owner)` owned by uid and gid `owner`; `umoci raw add-layer`
+    /// compresses it and records its diff id.
+    fn add_tar_layer(&self, image: &str, tree: &Path, entries: &[(&str, u32)]) -> Result<()> {
+        let layer = tree.with_extension("tar");
+        for (i, same_owner) in entries.chunk_by(|a, b| a.1 == b.1).enumerate() {
+            let owner = same_owner[0].1;
+            let mut tar = Command::new("tar");
+            tar.arg(if i == 0 { "--create" } else { "--append" })
+                .arg("--file")
+                .arg(&layer)
+                .arg("--directory")
+                .arg(tree)
+                .args(["--no-recursion", "--numeric-owner"])
+                .arg(format!("--owner={owner}"))
+                .arg(format!("--group={owner}"))
+                .args(same_owner.iter().map(|(path, _)| path));
+            run(&mut tar)?;
+        }
+        let mut add = Command::new("umoci");
+        add.args(["raw", "add-layer", "--image", image]).arg(&layer).current_dir(&self.dir);
+        run(&mut add)
+    }
 }
 
 #[cfg(test)]

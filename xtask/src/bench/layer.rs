@@ -199,3 +199,21 @@ impl Noise {
         bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_noise_is_the_same_every_time_and_text_is_made_of_words() {
+        let (mut one, mut other) = (Noise(7), Noise(7));
+        let words = one.vocabulary();
+        assert_eq!(words, other.vocabulary());
+        let text = one.text(&words, 4096);
+        assert_eq!(text, other.text(&words, 4096));
+        assert_eq!(text.len(), 4096);
+        assert!(text.iter().all(|&b| b.is_ascii_lowercase() || b == b' ' || b == b'\n'));
+        let bytes = one.bytes(4096);
+        assert!(bytes.iter().filter(|&&b| b == 0).count() < 100, "noise, not zeros");
+    }
+}
