@@ -71,16 +71,15 @@ impl TestStore {
     }
 }
 
-pub fn images() -> xtask::images::TestImages {
-    xtask::images::ensure_test_images().expect("make the test images (cargo xtask rootfs)")
-}
-
 fn busybox_store() -> TestStore {
-    TestStore::with(&[images().busybox_layout()])
+    TestStore::with(&[common::test_images().busybox_layout()])
 }
 
 fn configured_store() -> TestStore {
-    TestStore::with(&[images().busybox_layout(), images().configured_layout()])
+    TestStore::with(&[
+        common::test_images().busybox_layout(),
+        common::test_images().configured_layout(),
+    ])
 }
 
 #[test]
@@ -338,7 +337,7 @@ fn etc_hosts_through_a_symlink_is_made_inside_the_rootfs_not_on_the_host() {
 #[test]
 fn a_layer_deletes_and_replaces_what_the_layers_below_it_hold() {
     let _s = common::settings().bind_to_scope();
-    let store = TestStore::with(&[images().layered_layout()]);
+    let store = TestStore::with(&[common::test_images().layered_layout()]);
     let look = "ls /data /data/dir; cat /data/dir/c";
     let transcript = Transcript::run(&mut store.run(&["--rm"], &["layered", "sh", "-c", look]));
     assert_eq!(
