@@ -353,16 +353,18 @@ fn a_volume_target_through_a_symlink_of_the_image_lands_where_the_link_points() 
     let store = busybox_store();
     let source = common::temp_dir();
     fs::write(source.path().join("note"), "from the host\n").unwrap();
-    // /etc/link -> /srv in the container's layer first, then a volume through it.
-    let volume = format!("{}:/etc/link/sub", source.path().display());
-    let script = "mkdir -p /srv && ln -s /srv /etc/link";
+    // Two links to /srv in an image: a relative one and an absolute one.
+    let script = "mkdir -p /srv && ln -s ../srv /etc/relative && ln -s /srv /etc/absolute";
     let made = Transcript::run(&mut store.run(&[], &["busybox", "sh", "-c", script]));
     assert_eq!(made.status, 0, "{made}");
     let id = common::announced_id(&made.output);
     let commit = Transcript::run(&mut store.ch06(&["commit", &id, "linked"]));
     assert_eq!(commit.status, 0, "{commit}");
+    let host = source.path().display();
+    let volumes = [format!("{host}:/etc/relative/one"), format!("{host}:/etc/absolute/two")];
+    let options = ["--rm", "-v", &volumes[0], "-v", &volumes[1]];
     let read = Transcript::run(
-        &mut store.run(&["--rm", "-v", &volume], &["linked", "cat", "/srv/sub/note"]),
+        &mut store.run(&options, &["linked", "cat", "/srv/one/note", "/srv/two/note"]),
     );
-    assert_eq!(read.command_output(), "from the host\n", "{read}");
+    assert_eq!(read.command_output(), "from the host\nfrom the host\n", "{read}");
 }

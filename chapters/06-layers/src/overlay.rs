@@ -27,22 +27,26 @@ pub fn overlay_options(overlay: &Overlay) -> Result<String> {
     for dir in overlay.lowers.iter().map(PathBuf::as_path).chain([overlay.upper, overlay.work]) {
         check_option_path(dir)?;
     }
+    // `diff` and `commit` read the upper as whole files and whiteouts: no renamed directory
+    // recorded as a redirect, no file copied up as metadata only (overlayfs.rst,
+    // "Redirect dir" and "Metadata only copy up"), whatever the host's defaults are.
+    Ok(format!("{},redirect_dir=off,metacopy=off", layer_options(overlay)))
+}
+
+/// The options that name the overlay's directories.
+fn layer_options(overlay: &Overlay) -> String {
     // EXERCISE 6.2: build overlayfs's options: lowerdir (top layer first, joined by ':'), upperdir and workdir
     // See Documentation/filesystems/overlayfs.rst, "Multiple lower layers": the layers are
     // given top first; `upperdir` takes the writes and `workdir` is overlayfs's own.
     let lowers: Vec<String> =
         overlay.lowers.iter().rev().map(|dir| dir.display().to_string()).collect();
-    let layers = format!(
+    format!(
         "lowerdir={},upperdir={},workdir={}",
         lowers.join(":"),
         overlay.upper.display(),
         overlay.work.display()
-    );
+    )
     // END EXERCISE
-    // `diff` and `commit` read the upper as whole files and whiteouts: no renamed directory
-    // recorded as a redirect, no file copied up as metadata only (overlayfs.rst,
-    // "Redirect dir" and "Metadata only copy up"), whatever the host's defaults are.
-    Ok(format!("{layers},redirect_dir=off,metacopy=off"))
 }
 // ANCHOR_END: overlay_options
 

@@ -38,6 +38,18 @@ pub struct ProcessRequest<'a> {
 pub fn process_args(config: Option<&Config>, request: &ProcessRequest) -> Result<Vec<String>> {
     let image_entrypoint = config.and_then(|c| c.entrypoint().clone()).unwrap_or_default();
     let image_cmd = config.and_then(|c| c.cmd().clone()).unwrap_or_default();
+    let args = command_line(image_entrypoint, image_cmd, request);
+    if args.is_empty() {
+        bail!("no command given, and the image has neither Entrypoint nor Cmd: name one");
+    }
+    Ok(args)
+}
+
+fn command_line(
+    image_entrypoint: Vec<String>,
+    image_cmd: Vec<String>,
+    request: &ProcessRequest,
+) -> Vec<String> {
     // EXERCISE 6.3: combine the image's Entrypoint and Cmd with --entrypoint and COMMAND as docker run does
     // See the Dockerfile reference, "Understand how CMD and ENTRYPOINT interact", and
     // docker run's --entrypoint: it resets the image's CMD.
@@ -47,12 +59,8 @@ pub fn process_args(config: Option<&Config>, request: &ProcessRequest) -> Result
         None => (image_entrypoint, image_cmd),
     };
     let cmd = if request.command.is_empty() { default_cmd } else { request.command.to_vec() };
-    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    entrypoint.into_iter().chain(cmd).collect()
     // END EXERCISE
-    if args.is_empty() {
-        bail!("no command given, and the image has neither Entrypoint nor Cmd: name one");
-    }
-    Ok(args)
 }
 // ANCHOR_END: process_args
 
