@@ -84,17 +84,17 @@ impl Bound {
 /// Decompresses `blob` as `media_type` says, or as its first bytes say when the media type
 /// says a plain tar: a docker-archive names its layers `layer.tar` whatever they hold.
 /// Reading fails once more than `bound.limit(declared)` bytes came out.
-pub fn decompress<'a, R: BufRead + 'a>(
+pub fn decompress<'a, R: BufRead + Send + 'a>(
     mut blob: R,
     media_type: &MediaType,
     declared: u64,
     bound: Bound,
-) -> Result<Box<dyn Read + 'a>> {
+) -> Result<Box<dyn Read + Send + 'a>> {
     let compression = match Compression::of_media_type(media_type)? {
         Compression::None => Compression::sniff(blob.fill_buf().context("read the layer")?),
         compression => compression,
     };
-    let tar: Box<dyn Read + 'a> = match compression {
+    let tar: Box<dyn Read + Send + 'a> = match compression {
         Compression::None => Box::new(blob),
         // A gzip file may hold several members, one after another (pigz writes them).
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),

@@ -847,7 +847,7 @@ pub(crate) mod tests {
             .symlink("locked/out", &fixture.sentinel())
             .finish();
         fixture.unpack(&tar).unwrap();
-        fs::set_permissions(&fixture.dest, fs::Permissions::from_mode(0)).unwrap();
+        fs::set_permissions(&fixture.dest, fs::Permissions::from_mode(0o000)).unwrap();
         let parent = File::open(fixture.dest.parent().unwrap()).unwrap();
         remove(&parent, OsStr::new("layer")).unwrap();
         assert!(!fixture.dest.exists());
