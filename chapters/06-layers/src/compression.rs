@@ -71,9 +71,11 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Real layers inflate 2 to 10 times; a layer of zeros (a preallocated database file)
-    /// can reach gzip's limit of about 1000. A bomb inflates further: zstd, millions of times.
-    pub const DEFAULT: Bound = Bound { ratio: 200, floor: 1 << 30 };
+    /// Real layers inflate 2 to 10 times, so 100 times is far past any of them, and the
+    /// floor of 1 GiB lets a small layer hold a large file of zeros. A bomb inflates
+    /// further: gzip up to about 1000 times, zstd millions of times. A layer that really
+    /// needs more is unpacked with a larger bound (`unpack_layers_bounded`).
+    pub const DEFAULT: Bound = Bound { ratio: 100, floor: 1 << 30 };
 
     /// The most bytes a layer of `declared` compressed bytes may inflate to.
     pub fn limit(&self, declared: u64) -> u64 {

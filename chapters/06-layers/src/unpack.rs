@@ -541,10 +541,10 @@ pub(crate) mod tests {
     }
 
     /// A layer's directory and, beside it, a sentinel directory with one file, `secret`,
-    /// that no tar may reach. Under /var/tmp: its file system (unlike tmpfs on older
-    /// kernels) keeps the trusted.* and user.* xattrs a layer needs.
+    /// that no tar may reach. Under /var/tmp, on disk: the layer needs trusted.* and
+    /// user.* xattrs, which tmpfs may not keep (user.* only from Linux 6.6 on).
     pub(crate) struct Fixture {
-        pub(crate) _dir: tempfile::TempDir,
+        _dir: tempfile::TempDir,
         pub(crate) dest: PathBuf,
         pub(crate) sentinel: PathBuf,
     }
