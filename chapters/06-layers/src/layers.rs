@@ -238,6 +238,9 @@ mod tests {
     use std::process::Command;
     use std::time::Instant;
 
+    use nix::sys::resource::{getrusage, UsageWho};
+    use nix::sys::time::TimeVal;
+
     use super::*;
     use crate::unpack::tests::{Fixture, Tar};
 
@@ -432,48 +435,80 @@ mod tests {
         // umoci unpacks an image: an OCI layout with this layer (gzipped by umoci).
         let (layout, image) = (dir.join("oci"), format!("{}:bench", dir.join("oci").display()));
         fs::write(dir.join("layer.tar"), &tar).unwrap();
-        timed(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
-        timed(Command::new("umoci").args(["new", "--image", &image]));
+        run(Command::new("umoci").args(["init", "--layout"]).arg(&layout));
+        run(Command::new("umoci").args(["new", "--image", &image]));
         let add_layer = ["raw", "add-layer", "--image", &image];
-        timed(Command::new("umoci").args(add_layer).arg(dir.join("layer.tar")));
+        run(Command::new("umoci").args(add_layer).arg(dir.join("layer.tar")));
 
-        // The best of three rounds, the tools in turn, each started after a sync(2) so that
-        // the writeback of what the one before wrote does not slow it down.
-        let (mut gnu_time, mut umoci_time, mut crabbox_time) = (f64::MAX, f64::MAX, f64::MAX);
+        // The best of three rounds, the tools in turn. Each starts after a sync(2), so that
+        // the writeback of what the one before wrote does not slow it down, and in a layers
+        // directory of its own: ext4 is slow to hand out inodes just freed (its
+        // find_inode_bit checks recently_deleted), so removing a round's layer would weigh
+        // on the next. CPU time is shown too: on a busy machine it varies less.
+        let (mut gnu, mut umoci, mut crabbox) = (Took::NEVER, Took::NEVER, Took::NEVER);
         for round in 0..3 {
-            let gnu = dir.join(format!("gnu{round}"));
-            fs::create_dir(&gnu).unwrap();
-            nix::unistd::sync();
-            let time = timed(Command::new("tar").arg("-xzf").arg(&blob.0).arg("-C").arg(&gnu));
-            gnu_time = gnu_time.min(time);
-            let bundle = dir.join(format!("bundle{round}"));
-            nix::unistd::sync();
-            let time = timed(Command::new("umoci").args(["unpack", "--image", &image]).arg(bundle));
-            umoci_time = umoci_time.min(time);
-            // A layers directory of its own each round: ext4 is slow to hand out inodes
-            // just freed (ext4_find_inode_bit's recently_deleted), so removing the last
-            // round's layer first would slow this one down.
+            let gnu_dir = dir.join(format!("gnu{round}"));
+            fs::create_dir(&gnu_dir).unwrap();
+            let mut tar_xzf = Command::new("tar");
+            tar_xzf.arg("-xzf").arg(&blob.0).arg("-C").arg(&gnu_dir);
+            gnu = gnu.best(took(UsageWho::RUSAGE_CHILDREN, || run(&mut tar_xzf)));
+            let mut unpack = Command::new("umoci");
+            unpack.args(["unpack", "--image", &image]).arg(dir.join(format!("bundle{round}")));
+            umoci = umoci.best(took(UsageWho::RUSAGE_CHILDREN, || run(&mut unpack)));
             let layers = dir.join(format!("layers{round}"));
             fs::create_dir(&layers).unwrap();
-            nix::unistd::sync();
-            let start = Instant::now();
-            unpack_layers(&layers, std::slice::from_ref(&blob)).unwrap();
-            crabbox_time = crabbox_time.min(start.elapsed().as_secs_f64());
-            eprintln!("round {round}: tar {gnu_time:.2}s, umoci {umoci_time:.2}s, crabbox {crabbox_time:.2}s (best so far)");
+            crabbox = crabbox.best(took(UsageWho::RUSAGE_SELF, || {
+                unpack_layers(&layers, std::slice::from_ref(&blob)).unwrap();
+            }));
         }
+        println!("best of 3 (wall, cpu): tar -xzf {gnu}, umoci unpack {umoci}, crabbox {crabbox}");
         println!(
-            "best of 3: tar -xzf {gnu_time:.2}s, umoci unpack {umoci_time:.2}s, crabbox (both \
-             digests checked) {crabbox_time:.2}s: {:.2}x tar, {:.2}x umoci",
-            gnu_time / crabbox_time,
-            umoci_time / crabbox_time,
+            "crabbox is {:.2}x tar -xzf and {:.2}x umoci unpack (wall), {:.2}x and {:.2}x (cpu)",
+            gnu.wall / crabbox.wall,
+            umoci.wall / crabbox.wall,
+            gnu.cpu / crabbox.cpu,
+            umoci.cpu / crabbox.cpu,
         );
     }
 
-    /// Runs `command`, fails unless it succeeds, and returns how long it took in seconds.
-    fn timed(command: &mut Command) -> f64 {
-        let start = Instant::now();
+    /// How long a run took: wall-clock seconds, and CPU seconds (user and system).
+    #[derive(Debug, Clone, Copy)]
+    struct Took {
+        wall: f64,
+        cpu: f64,
+    }
+
+    impl Took {
+        const NEVER: Took = Took { wall: f64::MAX, cpu: f64::MAX };
+
+        fn best(self, other: Took) -> Took {
+            Took { wall: self.wall.min(other.wall), cpu: self.cpu.min(other.cpu) }
+        }
+    }
+
+    impl std::fmt::Display for Took {
+        fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "{:.2}s, {:.2}s", self.wall, self.cpu)
+        }
+    }
+
+    /// Times `work`, after a sync(2); `who` says whose CPU time it spends.
+    fn took(who: UsageWho, work: impl FnOnce()) -> Took {
+        nix::unistd::sync();
+        let (start, cpu) = (Instant::now(), cpu_seconds(who));
+        work();
+        Took { wall: start.elapsed().as_secs_f64(), cpu: cpu_seconds(who) - cpu }
+    }
+
+    fn cpu_seconds(who: UsageWho) -> f64 {
+        let usage = getrusage(who).unwrap();
+        let seconds = |time: TimeVal| time.tv_sec() as f64 + time.tv_usec() as f64 / 1e6;
+        seconds(usage.user_time()) + seconds(usage.system_time())
+    }
+
+    /// Runs `command`, and fails unless it succeeds.
+    fn run(command: &mut Command) {
         let status = command.status().unwrap();
         assert!(status.success(), "{command:?}: {status}");
-        start.elapsed().as_secs_f64()
     }
 }
