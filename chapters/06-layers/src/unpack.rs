@@ -710,36 +710,39 @@ pub(crate) mod tests {
         }
     }
 
+    // Every attack below aims at the sentinel, never at a host path such as /etc/passwd:
+    // if extraction were broken, the test would fail without harming the machine.
+
     #[test]
     fn absolute_paths_stay_inside() {
         let fixture = Fixture::new();
-        let planted = format!("{}/planted", fixture.sentinel());
-        fixture
-            .unpack(&Tar::new().file("/etc/passwd", b"root").file(&planted, b"x").finish())
-            .unwrap();
-        assert!(fixture.dest.join("etc/passwd").is_file());
-        assert!(fixture.dest.join(planted.trim_start_matches('/')).is_file());
+        let secret = format!("{}/secret", fixture.sentinel());
+        fixture.unpack(&Tar::new().file(&secret, b"overwritten").finish()).unwrap();
+        let inside = fixture.dest.join(secret.trim_start_matches('/'));
+        assert_eq!(fs::read(inside).unwrap(), b"overwritten");
     }
 
     #[test]
     fn a_parent_that_is_a_symlink_out_leads_back_inside() {
         let fixture = Fixture::new();
+        let sentinel = fixture.sentinel();
         let tar = Tar::new()
-            .symlink("abs", &fixture.sentinel())
+            .symlink("abs", &sentinel)
             .symlink("rel", "../sentinel")
-            .symlink("up", "../../../../../../../..")
-            .symlink("chain", "rel/../../sentinel")
-            .file("abs/planted", b"x")
-            .file("rel/planted", b"x")
-            .file("up/planted", b"x")
-            .file("chain/deeper/planted", b"x")
+            .symlink("up", &format!("../../../../../../../..{sentinel}"))
+            .symlink("chain", "rel/../sentinel")
+            .file("abs/by-abs", b"x")
+            .file("rel/by-rel", b"x")
+            .file("up/by-up", b"x")
+            .file("chain/deeper/by-chain", b"x")
             .finish();
         fixture.unpack(&tar).unwrap();
         let dest = &fixture.dest;
-        assert!(dest.join(fixture.sentinel().trim_start_matches('/')).join("planted").is_file());
-        assert!(dest.join("sentinel/planted").is_file());
-        assert!(dest.join("planted").is_file());
-        assert!(dest.join("sentinel/deeper/planted").is_file());
+        let inside = dest.join(sentinel.trim_start_matches('/'));
+        assert!(inside.join("by-abs").is_file());
+        assert!(dest.join("sentinel/by-rel").is_file());
+        assert!(inside.join("by-up").is_file());
+        assert!(dest.join("sentinel/deeper/by-chain").is_file());
     }
 
     #[test]
