@@ -71,9 +71,11 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Real layers inflate 2 to 10 times; a layer of zeros (a preallocated database file)
-    /// can reach gzip's limit of about 1000. A bomb inflates further: zstd, millions of times.
-    pub const DEFAULT: Bound = Bound { ratio: 200, floor: 1 << 30 };
+    /// Real layers inflate 2 to 10 times, so 100 times is far past any of them, and the
+    /// floor of 1 GiB lets a small layer hold a large file of zeros. A bomb inflates
+    /// further: gzip up to about 1000 times, zstd millions of times. A layer that really
+    /// needs more is unpacked with a larger bound (`unpack_layers_bounded`).
+    pub const DEFAULT: Bound = Bound { ratio: 100, floor: 1 << 30 };
 
     /// The most bytes a layer of `declared` compressed bytes may inflate to.
     pub fn limit(&self, declared: u64) -> u64 {
@@ -84,17 +86,17 @@ impl Bound {
 /// Decompresses `blob` as `media_type` says, or as its first bytes say when the media type
 /// says a plain tar: a docker-archive names its layers `layer.tar` whatever they hold.
 /// Reading fails once more than `bound.limit(declared)` bytes came out.
-pub fn decompress<'a, R: BufRead + 'a>(
+pub fn decompress<'a, R: BufRead + Send + 'a>(
     mut blob: R,
     media_type: &MediaType,
     declared: u64,
     bound: Bound,
-) -> Result<Box<dyn Read + 'a>> {
+) -> Result<Box<dyn Read + Send + 'a>> {
     let compression = match Compression::of_media_type(media_type)? {
         Compression::None => Compression::sniff(blob.fill_buf().context("read the layer")?),
         compression => compression,
     };
-    let tar: Box<dyn Read + 'a> = match compression {
+    let tar: Box<dyn Read + Send + 'a> = match compression {
         Compression::None => Box::new(blob),
         // A gzip file may hold several members, one after another (pigz writes them).
         Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),

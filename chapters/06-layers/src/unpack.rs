@@ -364,14 +364,15 @@ fn link_name<'a>(entry: &'a Entry<impl Read>) -> Result<std::borrow::Cow<'a, [u8
 
 /// The file type and device number of a device or fifo entry.
 fn node(entry: &Entry<impl Read>, kind: EntryType) -> Result<(SFlag, u64)> {
-    let header = entry.header();
-    let major = header.device_major()?.unwrap_or(0);
-    let minor = header.device_minor()?.unwrap_or(0);
     let kind = match kind {
         EntryType::Char => SFlag::S_IFCHR,
         EntryType::Block => SFlag::S_IFBLK,
-        _ => SFlag::S_IFIFO,
+        // A fifo has no device number, and some writers leave its fields empty.
+        _ => return Ok((SFlag::S_IFIFO, 0)),
     };
+    let header = entry.header();
+    let major = header.device_major()?.unwrap_or(0);
+    let minor = header.device_minor()?.unwrap_or(0);
     Ok((kind, makedev(major.into(), minor.into())))
 }
 
@@ -446,4 +447,420 @@ fn remove_tree(parent: &impl AsFd, name: &OsStr) -> Result<()> {
     }
     unlinkat(parent, name, UnlinkatFlags::RemoveDir)
         .with_context(|| format!("remove the directory {}", name.display()))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::fs;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    use tar::Header;
+
+    use super::*;
+
+    /// A tar built entry by entry, its names written as they are: the tar crate's builder
+    /// refuses `..`, and a hostile layer is what these tests need.
+    pub(crate) struct Tar(tar::Builder<Vec<u8>>);
+
+    impl Tar {
+        pub(crate) fn new() -> Tar {
+            Tar(tar::Builder::new(Vec::new()))
+        }
+
+        /// Appends an entry; a name or target past the 100 bytes of a header goes in a
+        /// GNU long name (or long link) entry before it, as GNU tar writes it.
+        pub(crate) fn entry(
+            &mut self,
+            kind: EntryType,
+            path: &str,
+            link: &str,
+            data: &[u8],
+            edit: impl FnOnce(&mut Header),
+        ) -> &mut Tar {
+            for (long, text) in [(EntryType::GNULongName, path), (EntryType::GNULongLink, link)] {
+                if text.len() > 100 {
+                    let mut header = Header::new_gnu();
+                    set_name(&mut header.as_old_mut().name, "././@LongLink");
+                    header.set_entry_type(long);
+                    header.set_size(text.len() as u64 + 1);
+                    header.set_cksum();
+                    self.0.append(&header, [text.as_bytes(), b"\0"].concat().as_slice()).unwrap();
+                }
+            }
+            let mut header = Header::new_gnu();
+            set_name(&mut header.as_old_mut().name, path);
+            set_name(&mut header.as_old_mut().linkname, link);
+            header.set_entry_type(kind);
+            header.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+            header.set_size(data.len() as u64);
+            header.set_mtime(1_000_000_000);
+            header.set_uid(0);
+            header.set_gid(0);
+            edit(&mut header);
+            header.set_cksum();
+            self.0.append(&header, data).unwrap();
+            self
+        }
+
+        pub(crate) fn file(&mut self, path: &str, data: &[u8]) -> &mut Tar {
+            self.entry(EntryType::Regular, path, "", data, |_| {})
+        }
+
+        pub(crate) fn dir(&mut self, path: &str) -> &mut Tar {
+            self.entry(EntryType::Directory, path, "", b"", |_| {})
+        }
+
+        pub(crate) fn symlink(&mut self, path: &str, target: &str) -> &mut Tar {
+            self.entry(EntryType::Symlink, path, target, b"", |_| {})
+        }
+
+        pub(crate) fn hard_link(&mut self, path: &str, target: &str) -> &mut Tar {
+            self.entry(EntryType::Link, path, target, b"", |_| {})
+        }
+
+        /// PAX records (`key=value`) for the next entry (POSIX pax(1), "pax Header Block").
+        pub(crate) fn pax(&mut self, records: &[(&str, &[u8])]) -> &mut Tar {
+            let mut data = Vec::new();
+            for (key, value) in records {
+                let body = [b" ", key.as_bytes(), b"=", value, b"\n"].concat();
+                // The length counts its own digits: find the number that fits itself.
+                let mut length = body.len() + 1;
+                while length.to_string().len() + body.len() != length {
+                    length += 1;
+                }
+                data.extend_from_slice(length.to_string().as_bytes());
+                data.extend_from_slice(&body);
+            }
+            self.entry(EntryType::XHeader, "././@PaxHeader", "", &data, |_| {})
+        }
+
+        pub(crate) fn finish(&mut self) -> Vec<u8> {
+            self.0.finish().unwrap();
+            self.0.get_ref().clone()
+        }
+    }
+
+    /// Writes `name` into a header field as it is, cut to the field.
+    fn set_name(field: &mut [u8], name: &str) {
+        let length = name.len().min(field.len());
+        field[..length].copy_from_slice(&name.as_bytes()[..length]);
+    }
+
+    /// A layer's directory and, beside it, a sentinel directory with one file, `secret`,
+    /// that no tar may reach. Under /var/tmp, on disk: the layer needs trusted.* and
+    /// user.* xattrs, which tmpfs may not keep (user.* only from Linux 6.6 on).
+    pub(crate) struct Fixture {
+        _dir: tempfile::TempDir,
+        pub(crate) dest: PathBuf,
+        pub(crate) sentinel: PathBuf,
+    }
+
+    impl Fixture {
+        pub(crate) fn new() -> Fixture {
+            let dir = tempfile::Builder::new().prefix("crabbox-").tempdir_in("/var/tmp").unwrap();
+            let dest = dir.path().join("layer");
+            let sentinel = dir.path().join("sentinel");
+            fs::create_dir(&dest).unwrap();
+            fs::create_dir(&sentinel).unwrap();
+            fs::write(sentinel.join("secret"), "secret").unwrap();
+            Fixture { _dir: dir, dest, sentinel }
+        }
+
+        /// The sentinel's path as a string, for symlinks and names that aim at it.
+        pub(crate) fn sentinel(&self) -> String {
+            self.sentinel.to_str().unwrap().to_string()
+        }
+
+        /// Fails unless nothing beside the layer was written: the temp dir holds the layer
+        /// and the sentinel, and the sentinel its secret, unchanged, with no other link.
+        pub(crate) fn assert_untouched(&self) {
+            let mut beside: Vec<_> = fs::read_dir(self.sentinel.parent().unwrap())
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name())
+                .collect();
+            beside.sort();
+            assert_eq!(beside, ["layer", "sentinel"]);
+            let inside: Vec<_> =
+                fs::read_dir(&self.sentinel).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(inside, ["secret"]);
+            let secret = self.sentinel.join("secret");
+            assert_eq!(fs::read_to_string(&secret).unwrap(), "secret");
+            assert_eq!(fs::metadata(&secret).unwrap().nlink(), 1);
+            assert_eq!(xattr::list(&self.sentinel).unwrap().count(), 0);
+        }
+
+        /// Unpacks `tar` into the layer, then checks nothing beside it was written.
+        pub(crate) fn unpack(&self, tar: &[u8]) -> Result<()> {
+            let result = unpack_layer(tar, &self.dest);
+            self.assert_untouched();
+            result
+        }
+    }
+
+    /// Fails unless unpacking `tar` is refused with an error that names `entry` and says `why`.
+    fn assert_refused(tar: &[u8], entry: &str, why: &str) {
+        let fixture = Fixture::new();
+        let err = format!("{:#}", fixture.unpack(tar).unwrap_err());
+        assert!(err.contains(&format!("entry `{entry}`")) && err.contains(why), "{err}");
+    }
+
+    /// A file capability as setcap(8) writes it (linux/capability.h, VFS_CAP_REVISION_2
+    /// with the effective bit): cap_net_raw (13), permitted and effective.
+    const CAP_NET_RAW: [u8; 20] = [1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    #[test]
+    fn files_directories_links_and_devices_are_kept_as_the_tar_says() {
+        let fixture = Fixture::new();
+        let tar = Tar::new()
+            .entry(EntryType::Directory, "./", "", b"", |h| h.set_mode(0o750))
+            .dir("usr/")
+            .pax(&[
+                ("SCHILY.xattr.security.capability", &CAP_NET_RAW),
+                ("SCHILY.xattr.user.note", b"kept"),
+                ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+            ])
+            .entry(EntryType::Regular, "usr/bin/ping", "", b"#!ping", |h| h.set_mode(0o4755))
+            .hard_link("usr/bin/ping6", "usr/bin/ping")
+            .entry(EntryType::Regular, "home/user/notes", "", b"mine", |h| {
+                h.set_uid(1000);
+                h.set_gid(1001);
+                h.set_mode(0o2640);
+            })
+            .entry(EntryType::Directory, "tmp/", "", b"", |h| h.set_mode(0o1777))
+            .symlink("abs", "/nowhere/at/all")
+            .entry(EntryType::Char, "dev/null", "", b"", |h| {
+                h.set_device_major(1).unwrap();
+                h.set_device_minor(3).unwrap();
+                h.set_mode(0o666);
+            })
+            .entry(EntryType::Fifo, "run/fifo", "", b"", |_| {})
+            .finish();
+        fixture.unpack(&tar).unwrap();
+        let dest = &fixture.dest;
+        let meta = |path: &str| fs::symlink_metadata(dest.join(path)).unwrap();
+
+        assert_eq!(meta("").mode() & 0o7777, 0o750);
+        let ping = meta("usr/bin/ping");
+        assert_eq!((ping.mode() & 0o7777, ping.nlink(), ping.mtime()), (0o4755, 2, 1_000_000_000));
+        assert_eq!(fs::read(dest.join("usr/bin/ping6")).unwrap(), b"#!ping");
+        assert_eq!(meta("usr/bin/ping6").ino(), ping.ino());
+        let xattr = |name| xattr::get(dest.join("usr/bin/ping"), name).unwrap();
+        assert_eq!(xattr("security.capability").as_deref(), Some(&CAP_NET_RAW[..]));
+        assert_eq!(xattr("user.note").as_deref(), Some(&b"kept"[..]));
+        assert_eq!(xattr("trusted.overlay.redirect"), None);
+        let notes = meta("home/user/notes");
+        assert_eq!((notes.uid(), notes.gid(), notes.mode() & 0o7777), (1000, 1001, 0o2640));
+        assert_eq!(meta("tmp").mode() & 0o7777, 0o1777);
+        assert_eq!(meta("usr").mtime(), 1_000_000_000);
+        assert_eq!(fs::read_link(dest.join("abs")).unwrap(), Path::new("/nowhere/at/all"));
+        let null = meta("dev/null");
+        assert!(null.file_type().is_char_device());
+        assert_eq!((null.rdev(), null.mode() & 0o7777), (makedev(1, 3), 0o666));
+        assert!(meta("run/fifo").file_type().is_fifo());
+    }
+
+    #[test]
+    fn whiteouts_become_what_overlayfs_reads() {
+        let fixture = Fixture::new();
+        let tar = Tar::new()
+            .file("etc/.wh.motd", b"")
+            .dir("var/cache/")
+            .file("var/cache/.wh..wh..opq", b"")
+            .finish();
+        fixture.unpack(&tar).unwrap();
+        let motd = fs::symlink_metadata(fixture.dest.join("etc/motd")).unwrap();
+        assert!(motd.file_type().is_char_device());
+        assert_eq!(motd.rdev(), 0);
+        let cache = fixture.dest.join("var/cache");
+        assert_eq!(xattr::get(&cache, OVERLAY_OPAQUE).unwrap().as_deref(), Some(&b"y"[..]));
+        assert_eq!(fs::read_dir(&cache).unwrap().count(), 0, "the opaque marker is no file");
+    }
+
+    #[test]
+    fn a_whiteout_hides_nothing_of_its_own_layer() {
+        let fixture = Fixture::new();
+        fixture
+            .unpack(&Tar::new().file("etc/motd", b"hello").file("etc/.wh.motd", b"").finish())
+            .unwrap();
+        assert_eq!(fs::read(fixture.dest.join("etc/motd")).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn an_entry_replaces_one_of_the_same_name_without_following_it() {
+        let fixture = Fixture::new();
+        let victim = format!("{}/victim", fixture.sentinel());
+        let tar = Tar::new()
+            .symlink("file", &victim)
+            .file("file", b"a file now")
+            .symlink("dir", &fixture.sentinel())
+            .dir("dir/")
+            .file("dir/inside", b"inside")
+            .file("was-a-file", b"")
+            .dir("was-a-file/")
+            .symlink("dev", &fixture.sentinel())
+            .entry(EntryType::Fifo, "dev", "", b"", |_| {})
+            .finish();
+        fixture.unpack(&tar).unwrap();
+        let dest = &fixture.dest;
+        assert_eq!(fs::read(dest.join("file")).unwrap(), b"a file now");
+        assert_eq!(fs::read(dest.join("dir/inside")).unwrap(), b"inside");
+        assert!(fs::symlink_metadata(dest.join("dir")).unwrap().is_dir());
+        assert!(fs::symlink_metadata(dest.join("was-a-file")).unwrap().is_dir());
+        assert!(fs::symlink_metadata(dest.join("dev")).unwrap().file_type().is_fifo());
+    }
+
+    #[test]
+    fn dot_dot_is_refused() {
+        for path in ["../x", "a/../../x", "a/..", "./../sentinel/secret"] {
+            assert_refused(&Tar::new().file(path, b"out").finish(), path, "`..` is refused");
+        }
+    }
+
+    // Every attack below aims at the sentinel, never at a host path such as /etc/passwd:
+    // if extraction were broken, the test would fail without harming the machine.
+
+    #[test]
+    fn absolute_paths_stay_inside() {
+        let fixture = Fixture::new();
+        let secret = format!("{}/secret", fixture.sentinel());
+        fixture.unpack(&Tar::new().file(&secret, b"overwritten").finish()).unwrap();
+        let inside = fixture.dest.join(secret.trim_start_matches('/'));
+        assert_eq!(fs::read(inside).unwrap(), b"overwritten");
+    }
+
+    #[test]
+    fn a_parent_that_is_a_symlink_out_leads_back_inside() {
+        let fixture = Fixture::new();
+        let sentinel = fixture.sentinel();
+        let tar = Tar::new()
+            .symlink("abs", &sentinel)
+            .symlink("rel", "../sentinel")
+            .symlink("up", &format!("../../../../../../../..{sentinel}"))
+            .symlink("chain", "rel/../sentinel")
+            .file("abs/by-abs", b"x")
+            .file("rel/by-rel", b"x")
+            .file("up/by-up", b"x")
+            .file("chain/deeper/by-chain", b"x")
+            .finish();
+        fixture.unpack(&tar).unwrap();
+        let dest = &fixture.dest;
+        let inside = dest.join(sentinel.trim_start_matches('/'));
+        assert!(inside.join("by-abs").is_file());
+        assert!(dest.join("sentinel/by-rel").is_file());
+        assert!(inside.join("by-up").is_file());
+        assert!(dest.join("sentinel/deeper/by-chain").is_file());
+    }
+
+    #[test]
+    fn a_hard_link_to_outside_is_refused() {
+        let secret = format!("{}/secret", Fixture::new().sentinel());
+        assert_refused(&Tar::new().hard_link("link", &secret).finish(), "link", "not in the layer");
+        let tar = Tar::new().hard_link("link", "../sentinel/secret").finish();
+        assert_refused(&tar, "link", "`..` is refused");
+    }
+
+    #[test]
+    fn a_hard_link_through_a_symlink_ends_inside() {
+        let fixture = Fixture::new();
+        let tar = Tar::new()
+            .symlink("out", &fixture.sentinel())
+            .symlink("secret-link", &format!("{}/secret", fixture.sentinel()))
+            .symlink("real-link", "/real")
+            .file("real/file", b"inside")
+            .hard_link("through", "real-link/file")
+            .hard_link("of-the-link", "secret-link")
+            .finish();
+        fixture.unpack(&tar).unwrap();
+        let dest = &fixture.dest;
+        let ino = |path: &str| fs::symlink_metadata(dest.join(path)).unwrap().ino();
+        assert_eq!(ino("through"), ino("real/file"));
+        // The link is to the symlink itself, which points out but is not followed.
+        assert_eq!(ino("of-the-link"), ino("secret-link"));
+        let err = fixture.unpack(&Tar::new().hard_link("x", "out/secret").finish()).unwrap_err();
+        assert!(format!("{err:#}").contains("not in the layer"), "{err:#}");
+    }
+
+    #[test]
+    fn whiteouts_of_dot_dot_are_refused_and_absolute_ones_stay_inside() {
+        for (path, why) in [
+            ("a/.wh..", "must name a file"),
+            ("a/.wh...", "must name a file"),
+            ("a/.wh.", "must name a file"),
+            ("../sentinel/.wh.secret", "`..` is refused"),
+            (".wh.etc/passwd", "named like a whiteout"),
+        ] {
+            assert_refused(&Tar::new().file(path, b"").finish(), path, why);
+        }
+        let fixture = Fixture::new();
+        let tar = Tar::new()
+            .file(&format!("{}/.wh.secret", fixture.sentinel()), b"")
+            .symlink("out", &fixture.sentinel())
+            .file("out/.wh..wh..opq", b"")
+            .finish();
+        fixture.unpack(&tar).unwrap();
+        let inside = fixture.dest.join(fixture.sentinel().trim_start_matches('/'));
+        assert!(fs::symlink_metadata(inside.join("secret")).unwrap().file_type().is_char_device());
+        assert_eq!(xattr::get(&inside, OVERLAY_OPAQUE).unwrap().as_deref(), Some(&b"y"[..]));
+    }
+
+    #[test]
+    fn long_names_resolve_as_short_ones() {
+        let fixture = Fixture::new();
+        let long_dir = "d".repeat(150);
+        let long_target = format!("{}/{}", fixture.sentinel(), "t".repeat(120));
+        let tar = Tar::new()
+            .symlink("out", &fixture.sentinel())
+            .file(&format!("out/{long_dir}/file"), b"long")
+            .symlink("long-link", &long_target)
+            .pax(&[("path", format!("out/{}/pax", "p".repeat(120)).as_bytes())])
+            .file("short", b"pax")
+            .finish();
+        fixture.unpack(&tar).unwrap();
+        let inside = fixture.dest.join(fixture.sentinel().trim_start_matches('/'));
+        assert_eq!(fs::read(inside.join(&long_dir).join("file")).unwrap(), b"long");
+        assert_eq!(fs::read_link(fixture.dest.join("long-link")).unwrap(), Path::new(&long_target));
+        assert_eq!(fs::read(inside.join("p".repeat(120)).join("pax")).unwrap(), b"pax");
+        assert!(!fixture.dest.join("short").exists(), "the PAX path replaces the header's");
+
+        let escape = format!("a/{}/../../../sentinel/x", "b".repeat(120));
+        assert_refused(&Tar::new().file(&escape, b"out").finish(), &escape, "`..` is refused");
+    }
+
+    #[test]
+    fn the_names_unpacked_are_the_names_gnu_tar_lists() {
+        let fixture = Fixture::new();
+        let long = format!("{}/{}", "l".repeat(90), "m".repeat(90));
+        let tar =
+            Tar::new().file(&long, b"").pax(&[("path", b"pax/name")]).file("ignored", b"").finish();
+        let mut gnu_tar = std::process::Command::new("tar")
+            .args(["-tf", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        gnu_tar.stdin.take().unwrap().write_all(&tar).unwrap();
+        let listed = String::from_utf8(gnu_tar.wait_with_output().unwrap().stdout).unwrap();
+        fixture.unpack(&tar).unwrap();
+        for name in listed.lines() {
+            assert!(fixture.dest.join(name).is_file(), "GNU tar lists {name}, not unpacked");
+        }
+        assert_eq!(listed.lines().count(), 2, "{listed}");
+    }
+
+    #[test]
+    fn a_tree_with_odd_modes_is_removed_without_following_symlinks() {
+        let fixture = Fixture::new();
+        let tar = Tar::new()
+            .entry(EntryType::Directory, "locked/", "", b"", |h| h.set_mode(0))
+            .entry(EntryType::Regular, "locked/file", "", b"x", |h| h.set_mode(0))
+            .symlink("locked/out", &fixture.sentinel())
+            .finish();
+        fixture.unpack(&tar).unwrap();
+        fs::set_permissions(&fixture.dest, fs::Permissions::from_mode(0o000)).unwrap();
+        let parent = File::open(fixture.dest.parent().unwrap()).unwrap();
+        remove(&parent, OsStr::new("layer")).unwrap();
+        assert!(!fixture.dest.exists());
+        fs::create_dir(&fixture.dest).unwrap();
+        fixture.assert_untouched();
+    }
 }
