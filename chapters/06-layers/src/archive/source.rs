@@ -102,17 +102,19 @@ fn index_tar(file: &File) -> Result<HashMap<String, Member>> {
     let mut members = HashMap::new();
     for entry in archive.entries_with_seek()? {
         let entry = entry?;
+        let kind = entry.header().entry_type();
+        // Only files, and symlinks to them, are ever read; directories and the rest are not.
+        let (file, link) = (kind.is_file() || kind.is_contiguous(), kind.is_symlink());
+        if !file && !link {
+            continue;
+        }
         let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let name = normalize(&raw_name).context("the archive is not a docker or OCI archive")?;
-        let member = match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                Member::File { offset: entry.raw_file_position(), size: entry.size() }
-            }
-            tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().context("a symlink without a target")?;
-                Member::Link(link_target(&name, &String::from_utf8_lossy(&target))?)
-            }
-            _ => continue,
+        let member = if link {
+            let target = entry.link_name_bytes().context("a symlink without a target")?;
+            Member::Link(link_target(&name, &String::from_utf8_lossy(&target))?)
+        } else {
+            Member::File { offset: entry.raw_file_position(), size: entry.size() }
         };
         ensure!(
             members.insert(name.clone(), member).is_none(),
