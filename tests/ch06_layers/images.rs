@@ -53,7 +53,8 @@ fn build_test_images(dir: &Path, rootfs: &Path) -> io::Result<()> {
     fs::remove_dir_all(&bundle)?;
     run(Command::new("umoci").args(["config", "--image", &image, "--config.cmd", "sh"]))?;
     let docker_archive = dir.join("docker.tar");
-    for (transport, file) in [("docker-archive", &docker_archive), ("oci-archive", &dir.join("oci.tar"))]
+    for (transport, file) in
+        [("docker-archive", &docker_archive), ("oci-archive", &dir.join("oci.tar"))]
     {
         let destination = format!("{transport}:{}:busybox:latest", file.display());
         run(Command::new("skopeo").args(["copy", "-q", &format!("oci:{image}"), &destination]))?;
@@ -345,7 +346,10 @@ fn a_load_killed_half_way_leaves_no_image_and_the_next_load_works() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(listed(root.path()), vec![], "a killed load lists no image");
-    assert_eq!(ch06_ok(root.path(), &["image", "load", text(&archive)]), "Loaded image: big:latest\n");
+    assert_eq!(
+        ch06_ok(root.path(), &["image", "load", text(&archive)]),
+        "Loaded image: big:latest\n"
+    );
     assert_eq!(listed(root.path()).len(), 1);
     assert_eq!(files_in(&ingest), Vec::<String>::new(), "the next load emptied ingest/");
 }
@@ -356,7 +360,11 @@ fn two_loads_of_one_image_at_once_both_succeed() {
     let root = common::temp_dir();
     let load = || {
         let mut command = common::command("ch06");
-        command.arg("--root").arg(root.path()).args(["image", "load", text(&images.docker_archive)]);
+        command.arg("--root").arg(root.path()).args([
+            "image",
+            "load",
+            text(&images.docker_archive),
+        ]);
         command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     };
     let (first, second) = (load(), load());

@@ -430,3 +430,77 @@ impl Read for BlobReader {
         Ok(read)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// An image of no layers whose config differs by `author`, so each has its own id.
+    fn image(name: Option<&str>, author: usize) -> Image {
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","author":"{author}","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+        );
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{},"digest":"{}"}},"layers":[]}}"#,
+            config.len(),
+            Digest::of_bytes(config.as_bytes())
+        );
+        Image::from_parts(name.map(String::from), manifest.as_bytes(), config.as_bytes()).unwrap()
+    }
+
+    /// Two images whose ids share their first 4 hex digits (found by trying: with 65536
+    /// prefixes, a few hundred images share one).
+    fn two_with_one_prefix() -> (Image, Image) {
+        let mut seen: HashMap<String, Image> = HashMap::new();
+        for author in 0.. {
+            let image = image(None, author);
+            let prefix = image.id.hex()[..4].to_string();
+            if let Some(other) = seen.remove(&prefix) {
+                return (other, image);
+            }
+            seen.insert(prefix, image);
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn an_image_is_found_by_name_or_by_an_id_prefix() {
+        let images = [image(Some("busybox:latest"), 1), image(Some("busybox:musl"), 1)];
+        assert_eq!(find(&images, "busybox").unwrap(), [0]);
+        assert_eq!(find(&images, "docker.io/library/busybox:musl").unwrap(), [1]);
+        let id = images[0].id.clone();
+        assert_eq!(find(&images, &id.hex()[..4]).unwrap(), [0, 1], "both names of one image");
+        assert_eq!(find(&images, id.as_str()).unwrap(), [0, 1]);
+        assert!(find(&images, "alpine").is_err());
+        assert!(find(&images, &id.hex()[..3]).is_err(), "3 digits are a name, not an id");
+    }
+
+    #[test]
+    fn a_blob_is_stored_only_with_its_digest_and_checked_when_read() {
+        let dir = tempfile::Builder::new().prefix("crabbox-").tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let _lock = store.lock().unwrap();
+        let wrong = Digest::of_bytes(b"something else");
+        assert!(store.write_blob(&b"hello"[..], Some(&wrong)).is_err());
+        assert_eq!(fs::read_dir(store.blobs_dir()).unwrap().count(), 0, "no blob");
+        assert_eq!(fs::read_dir(store.ingest_dir()).unwrap().count(), 0, "nothing in ingest/");
+        let (digest, size) = store.write_blob(&b"hello"[..], None).unwrap();
+        assert_eq!((store.read_blob(&digest).unwrap(), size), (b"hello".to_vec(), 5));
+        fs::write(store.blob_path(&digest), b"hellO").unwrap();
+        assert!(store.read_blob(&digest).is_err());
+        let (mut reader, _) = store.open_blob(&digest).unwrap();
+        assert!(io::copy(&mut reader, &mut io::sink()).is_err(), "a stream of it fails too");
+    }
+
+    #[test]
+    fn an_id_prefix_of_two_images_is_refused() {
+        let (first, second) = two_with_one_prefix();
+        let prefix = first.id.hex()[..4].to_string();
+        let images = [first, second];
+        let error = find(&images, &prefix).unwrap_err();
+        assert!(format!("{error}").contains("ambiguous"), "{error}");
+        assert_eq!(find(&images, images[1].id.hex()).unwrap(), [1]);
+    }
+}

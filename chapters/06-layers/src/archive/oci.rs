@@ -51,8 +51,9 @@ fn load_entry(added: &mut Added, source: &Source, entry: &Descriptor) -> Result<
     let name = name_of(entry).map(|name| normalize_name(&name)).transpose()?;
     let descriptor = manifest_for_this_host(source, entry)?;
     let manifest = read_blob(source, &descriptor)?;
-    let config =
-        ImageManifest::from_reader(&manifest[..]).context("parse a manifest of the layout")?;
+    let config = ImageManifest::from_reader(&manifest[..]).with_context(|| {
+        format!("manifest {} of the layout is not an image manifest", descriptor.digest())
+    })?;
     let config = read_blob(source, config.config())?;
     let image = Image::from_parts(name, &manifest, &config)?;
     for layer in image.manifest.layers() {

@@ -52,7 +52,13 @@ impl Sink {
     /// Completes the output and renames it into place.
     pub fn finish(self) -> Result<()> {
         match self {
-            Sink::Dir { staging, path } => fs::rename(staging.keep(), &path)?,
+            Sink::Dir { staging, path } => {
+                let staging = staging.keep();
+                if let Err(err) = fs::rename(&staging, &path) {
+                    let _ = fs::remove_dir_all(&staging);
+                    return Err(err.into());
+                }
+            }
             Sink::Tar { builder, staging, path } => {
                 builder.into_inner()?.flush()?;
                 staging.as_file().sync_all()?;
