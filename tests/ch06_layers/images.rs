@@ -305,27 +305,59 @@ fn sha256_of_bytes(text: &str, dir: &Path) -> String {
     sha256_of(&path)
 }
 
-/// A docker-archive with one layer of `size` bytes, large enough that a load takes a while.
-fn big_docker_archive(dir: &Path, size: u64) -> PathBuf {
-    let content = dir.join("content");
-    fs::create_dir(&content).unwrap();
-    let file = fs::File::create(content.join("big")).unwrap();
-    file.set_len(size).unwrap();
+/// A docker-archive of the image `name:latest` with one layer, the tar of `content`,
+/// compressed with gzip when `gzip`; returns it and the layer's diff id.
+fn docker_archive(dir: &Path, content: &Path, name: &str, gzip: bool) -> (PathBuf, String) {
     let layer = dir.join("layer.tar");
-    run(Command::new("tar").arg("-cf").arg(&layer).arg("-C").arg(&content).arg(".")).unwrap();
-    fs::remove_dir_all(&content).unwrap();
+    run(Command::new("tar").arg("-cf").arg(&layer).arg("-C").arg(content).arg(".")).unwrap();
     let diff_id = sha256_of(&layer);
+    if gzip {
+        run(Command::new("gzip").arg("-n").arg(&layer)).unwrap();
+        fs::rename(dir.join("layer.tar.gz"), &layer).unwrap();
+    }
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
     );
     fs::write(dir.join("config.json"), config).unwrap();
-    let manifest = r#"[{"Config":"config.json","RepoTags":["big:latest"],"Layers":["layer.tar"]}]"#;
+    let manifest = format!(
+        r#"[{{"Config":"config.json","RepoTags":["{name}:latest"],"Layers":["layer.tar"]}}]"#
+    );
     fs::write(dir.join("manifest.json"), manifest).unwrap();
-    let archive = dir.join("big.tar");
+    let archive = dir.join(format!("{name}.tar"));
     let members = ["manifest.json", "config.json", "layer.tar"];
     run(Command::new("tar").arg("-cf").arg(&archive).arg("-C").arg(dir).args(members)).unwrap();
     fs::remove_file(&layer).unwrap();
+    (archive, diff_id)
+}
+
+/// A docker-archive with one layer of a file of `size` bytes, so that a load takes a while.
+fn big_docker_archive(dir: &Path, size: u64) -> PathBuf {
+    let content = dir.join("content");
+    fs::create_dir(&content).unwrap();
+    fs::File::create(content.join("big")).unwrap().set_len(size).unwrap();
+    let (archive, _) = docker_archive(dir, &content, "big", false);
+    fs::remove_dir_all(&content).unwrap();
     archive
+}
+
+#[test]
+fn a_gzip_layer_is_stored_as_it_is_and_saved_to_a_docker_archive_uncompressed() {
+    let dir = common::temp_dir();
+    let (archive, diff_id) = docker_archive(dir.path(), &common::rootfs(), "zipped", true);
+    let root = common::temp_dir();
+    let loaded = ch06_ok(root.path(), &["image", "load", text(&archive)]);
+    assert_eq!(loaded, "Loaded image: zipped:latest\n");
+    let stored = format!("oci:{}/images:zipped:latest", root.path().display());
+    let manifest = Command::new("skopeo").args(["inspect", "--raw", &stored]).output().unwrap();
+    let manifest = String::from_utf8(manifest.stdout).unwrap();
+    assert!(manifest.contains("application/vnd.oci.image.layer.v1.tar+gzip"), "{manifest}");
+    let saved = dir.path().join("saved.tar");
+    ch06_ok(root.path(), &["image", "save", "zipped", "-o", text(&saved)]);
+    let out = dir.path().join("saved");
+    fs::create_dir(&out).unwrap();
+    run(Command::new("tar").arg("-xf").arg(&saved).arg("-C").arg(&out)).unwrap();
+    let layer = out.join(format!("{}.tar", &diff_id[7..]));
+    assert_eq!(sha256_of(&layer), diff_id, "the saved layer is the plain tar");
 }
 
 #[test]

@@ -115,10 +115,12 @@ impl Added<'_> {
         descriptor: &Descriptor,
     ) -> Result<Digest> {
         let digest = Digest::parse(descriptor.digest().as_ref())?;
-        let (_, size) = self.blob_from(source, name, Some(&digest))?;
+        // Checked before the copy: a hostile layout's file may be far larger than declared.
+        let (_, size) = source.read(name)?;
         if size != descriptor.size() {
             bail!("blob {digest} has {size} bytes, but its descriptor says {}", descriptor.size());
         }
+        self.blob_from(source, name, Some(&digest))?;
         Ok(digest)
     }
 
