@@ -40,6 +40,7 @@ fn test_images() -> TestImages {
     }
 }
 
+/// Makes the test images in `dir` from the rootfs at `rootfs`.
 fn build_test_images(dir: &Path, rootfs: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let layout = dir.join("oci");
@@ -147,6 +148,7 @@ fn busybox_id(images: &TestImages) -> String {
     digest_in(text_between(&layout_manifest(&images.layout), "\"config\"", "}"))
 }
 
+/// Runs `ch06 --root ROOT ARGS…` and keeps its transcript.
 fn ch06(root: &Path, args: &[&str]) -> Transcript {
     let mut command = common::command("ch06");
     command.arg("--root").arg(root).args(args);
@@ -160,6 +162,7 @@ fn ch06_ok(root: &Path, args: &[&str]) -> String {
     transcript.output
 }
 
+/// A path as a command argument.
 fn text(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
 }
@@ -179,6 +182,7 @@ fn listed(root: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The row of `image ls` for the busybox test image of id `id`.
 fn busybox_row(id: &str) -> (String, String, String) {
     ("busybox".to_string(), "latest".to_string(), id[7..19].to_string())
 }

@@ -86,30 +86,38 @@ impl Store {
         Ok(StoreLock { _lock: lock })
     }
 
+    /// `ROOT/images`: the OCI image layout.
     pub fn images_dir(&self) -> PathBuf {
         self.root.join("images")
     }
 
+    /// `ROOT/layers`: the unpacked layers, one directory per diff id.
     pub fn layers_dir(&self) -> PathBuf {
         self.root.join("layers")
     }
 
+    /// `ROOT/containers`: one directory per container.
     pub fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
     }
 
+    /// `images/blobs/sha256`: every blob, named by the hex of its digest.
     fn blobs_dir(&self) -> PathBuf {
         self.images_dir().join("blobs/sha256")
     }
 
+    /// `ROOT/ingest`: blobs being written, beside `images/` on one file system so that a
+    /// rename moves them into place.
     fn ingest_dir(&self) -> PathBuf {
         self.root.join("ingest")
     }
 
+    /// `images/oci-layout`: the layout's version.
     fn layout_file(&self) -> PathBuf {
         self.images_dir().join("oci-layout")
     }
 
+    /// `images/index.json`: the images, each a manifest named by `REF_NAME`.
     fn index_file(&self) -> PathBuf {
         self.images_dir().join("index.json")
     }
@@ -175,6 +183,7 @@ impl Store {
         Ok((BlobReader { hashing: Some(Hashing::new(file)), expected: digest.clone() }, size))
     }
 
+    /// The store's index.json.
     fn index(&self) -> Result<ImageIndex> {
         ImageIndex::from_file(self.index_file()).context("read the store's images/index.json")
     }
@@ -192,6 +201,7 @@ impl Store {
         index.manifests().iter().map(|entry| self.image_of(entry)).collect()
     }
 
+    /// The image an index entry names, read and checked.
     fn image_of(&self, entry: &Descriptor) -> Result<Image> {
         let digest = Digest::parse(entry.digest().as_ref()).context("an entry of index.json")?;
         Image::read(self, ref_name(entry), digest)
@@ -219,6 +229,7 @@ impl Store {
         self.add_index_entry(None, manifest)
     }
 
+    /// Adds `manifest` to the index under `name` or without one: see [`Store::add_image`].
     fn add_index_entry(&self, name: Option<&str>, mut manifest: Descriptor) -> Result<()> {
         let digest = Digest::parse(manifest.digest().as_ref())?;
         let added = Image::read(self, name.map(String::from), digest)?;

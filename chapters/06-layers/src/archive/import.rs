@@ -29,6 +29,7 @@ pub fn import(store: &Store, rootfs: &Path, name: &str) -> Result<Image> {
     imported.with_context(|| format!("import {}", rootfs.display()))
 }
 
+/// Stores the tar as it is (compressed or not) as the one layer of a new image `name`.
 fn import_layer(added: &mut Added, rootfs: &Path, name: &str) -> Result<Image> {
     let file = File::open(rootfs).with_context(|| format!("open {}", rootfs.display()))?;
     let mut reader = BufReader::new(file);

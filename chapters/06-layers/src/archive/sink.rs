@@ -45,6 +45,7 @@ impl Sink {
         added.with_context(|| format!("write `{name}`"))
     }
 
+    /// Adds the file `name` with the bytes `bytes`.
     pub fn add_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         self.add(name, bytes.len() as u64, bytes)
     }
@@ -69,6 +70,7 @@ impl Sink {
     }
 }
 
+/// Writes the file at `path` of a layout being made, with its directories.
 fn add_to_dir(path: &Path, mut reader: impl Read) -> io::Result<()> {
     fs::create_dir_all(path.parent().expect("a file in the layout has a directory"))?;
     let mut file = BufWriter::new(File::create(path)?);
