@@ -23,6 +23,9 @@ use crate::image::{normalize_name, Image};
 /// The annotation that names an image in an OCI layout's index (image-spec, annotations.md).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// The content of a layout's `oci-layout` file: the version of the layout it is.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
 /// The image store rooted at one directory.
 #[derive(Debug)]
 pub struct Store {
@@ -66,7 +69,7 @@ impl Store {
     /// index another command just wrote is never replaced by an empty one).
     fn create_layout_files(&self) -> Result<()> {
         if !self.layout_file().exists() {
-            write_atomically(&self.layout_file(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            write_atomically(&self.layout_file(), OCI_LAYOUT)?;
         }
         if !self.index_file().exists() {
             let empty = ImageIndexBuilder::default().schema_version(2u32).manifests(vec![]);

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{oci_digest, Added, Sink, Source};
 use crate::digest::Digest;
 use crate::image::{normalize_name, Image};
-use crate::store::{Store, REF_NAME};
+use crate::store::{Store, OCI_LAYOUT, REF_NAME};
 
 /// The name containerd (and so docker 25's `docker save`) gives a manifest in full, where
 /// `org.opencontainers.image.ref.name` may hold only the tag.
@@ -132,5 +132,5 @@ pub(super) fn save(store: &Store, image: &Image, sink: &mut Sink) -> Result<()> 
     }
     let index = ImageIndexBuilder::default().schema_version(2u32).manifests(vec![entry]).build()?;
     sink.add_bytes("index.json", index.to_string()?.as_bytes())?;
-    sink.add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+    sink.add_bytes("oci-layout", OCI_LAYOUT)
 }

@@ -43,8 +43,14 @@ impl Source {
             return Ok(Source::Dir(Root::open(path)?));
         }
         let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-        let members =
-            index_tar(&file).with_context(|| format!("read the tar {}", path.display()))?;
+        let mut magic = [0; 2];
+        // A gzip stream starts with 1f 8b (RFC 1952); its members cannot be read in place.
+        if file.read_at(&mut magic, 0).is_ok_and(|read| read == 2) && magic == [0x1f, 0x8b] {
+            bail!("{} is compressed with gzip; decompress it first (gunzip)", path.display());
+        }
+        let members = index_tar(&file).with_context(|| {
+            format!("read {} as a tar (a docker-archive or an oci-archive)", path.display())
+        })?;
         Ok(Source::Tar { file, members })
     }
 
