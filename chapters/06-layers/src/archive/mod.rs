@@ -125,7 +125,8 @@ impl Added<'_> {
     }
 
     /// Stores a checked image whose layers are stored already: its config, then its
-    /// manifest, then, last, its entry in the index, under its name or without one. Returns
+    /// manifest, then, last, its entry in the index, under its name or without one; from
+    /// then on its blobs are the store's, not this load's to take back. Returns
     /// the image as the store now has it: if it had the image already, with its manifest.
     fn image(&mut self, image: &Image, manifest: &[u8], config: &[u8]) -> Result<Image> {
         self.blob(config, Some(&image.id))?;
@@ -137,6 +138,8 @@ impl Added<'_> {
             Some(name) => self.store.add_image(name, descriptor)?,
             None => self.store.add_untagged_image(descriptor)?,
         }
+        // The index names them now: a later image of the archive that fails keeps them.
+        self.blobs.clear();
         self.store.image(image.name.as_deref().unwrap_or(image.id.as_str()))
     }
 
