@@ -15,6 +15,8 @@ use crate::common::{self, Transcript};
 struct TestImages {
     /// An OCI layout written by umoci, its image tagged `busybox`.
     layout: PathBuf,
+    /// The same image copied by skopeo into an OCI layout of its own, as `busybox:latest`.
+    skopeo_layout: PathBuf,
     /// `skopeo copy … docker-archive:`, the classic `docker save` format.
     docker_archive: PathBuf,
     oci_archive: PathBuf,
@@ -34,6 +36,7 @@ fn test_images() -> TestImages {
         .expect("build the test images with umoci and skopeo");
     TestImages {
         layout: dir.join("oci"),
+        skopeo_layout: dir.join("skopeo-oci"),
         docker_archive: dir.join("docker.tar"),
         oci_archive: dir.join("oci.tar"),
         docker_with_oci: dir.join("docker-with-oci.tar"),
@@ -54,9 +57,12 @@ fn build_test_images(dir: &Path, rootfs: &Path) -> io::Result<()> {
     fs::remove_dir_all(&bundle)?;
     run(Command::new("umoci").args(["config", "--image", &image, "--config.cmd", "sh"]))?;
     let docker_archive = dir.join("docker.tar");
-    for (transport, file) in
-        [("docker-archive", &docker_archive), ("oci-archive", &dir.join("oci.tar"))]
-    {
+    let copies = [
+        ("docker-archive", &docker_archive),
+        ("oci-archive", &dir.join("oci.tar")),
+        ("oci", &dir.join("skopeo-oci")),
+    ];
+    for (transport, file) in copies {
         let destination = format!("{transport}:{}:busybox:latest", file.display());
         run(Command::new("skopeo").args(["copy", "-q", &format!("oci:{image}"), &destination]))?;
     }
@@ -205,8 +211,13 @@ fn every_format_loads_to_the_same_image_id() {
     let images = test_images();
     let id = busybox_id(&images);
     let shared = common::temp_dir();
-    let formats =
-        [&images.layout, &images.docker_archive, &images.oci_archive, &images.docker_with_oci];
+    let formats = [
+        &images.layout,
+        &images.skopeo_layout,
+        &images.docker_archive,
+        &images.oci_archive,
+        &images.docker_with_oci,
+    ];
     for path in formats {
         let root = common::temp_dir();
         let output = ch06_ok(root.path(), &["image", "load", text(path)]);
@@ -214,7 +225,7 @@ fn every_format_loads_to_the_same_image_id() {
         assert_eq!(listed(root.path()), vec![busybox_row(&id)], "{}", path.display());
         ch06_ok(shared.path(), &["image", "load", text(path)]);
     }
-    assert_eq!(listed(shared.path()), vec![busybox_row(&id)], "four loads of one image are one");
+    assert_eq!(listed(shared.path()), vec![busybox_row(&id)], "five loads of one image are one");
     let config = ch06_ok(shared.path(), &["image", "inspect", &id[7..19]]);
     assert!(config.contains("\"Cmd\"") && config.contains("\"sh\""), "{config}");
     assert_eq!(config, ch06_ok(shared.path(), &["image", "inspect", "docker.io/library/busybox"]));
