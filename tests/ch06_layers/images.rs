@@ -472,3 +472,44 @@ fn docker_layer_diff_id(images: &TestImages) -> String {
     let manifest = String::from_utf8(output.unwrap().stdout).unwrap();
     format!("sha256:{}", text_between(&manifest, "\"Layers\":[\"", ".tar\""))
 }
+
+/// This host's architecture as an image names it (Go's GOARCH).
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+#[test]
+fn an_index_of_several_platforms_loads_the_image_of_this_host() {
+    let images = test_images();
+    let copy = common::temp_dir();
+    let layout = copy.path().join("oci");
+    run(Command::new("cp").arg("-a").arg(&images.skopeo_layout).arg(&layout)).unwrap();
+    let index = fs::read_to_string(layout.join("index.json")).unwrap();
+    let manifest = digest_in(&index);
+    let size = text_between(&index, "\"size\":", ",");
+    let other = if go_arch() == "s390x" { "riscv64" } else { "s390x" };
+    let platforms = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{zeros}","size":1,"platform":{{"architecture":"{other}","os":"linux"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest}","size":{size},"platform":{{"architecture":"{arch}","os":"linux"}}}}]}}"#,
+        zeros = "0".repeat(64),
+        arch = go_arch(),
+    );
+    let (digest, size) = add_blob(&layout, platforms.as_bytes()).unwrap();
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{digest}","size":{size},"annotations":{{"org.opencontainers.image.ref.name":"busybox:multi"}}}}]}}"#
+    );
+    fs::write(layout.join("index.json"), index).unwrap();
+    let root = common::temp_dir();
+    assert_eq!(
+        ch06_ok(root.path(), &["image", "load", text(&layout)]),
+        "Loaded image: busybox:multi\n"
+    );
+    let id = busybox_id(&images);
+    assert_eq!(
+        listed(root.path()),
+        vec![("busybox".into(), "multi".into(), id[7..19].to_string())]
+    );
+}
