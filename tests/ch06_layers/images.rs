@@ -513,3 +513,36 @@ fn an_index_of_several_platforms_loads_the_image_of_this_host() {
         vec![("busybox".into(), "multi".into(), id[7..19].to_string())]
     );
 }
+
+#[test]
+fn a_docker_archive_naming_files_outside_itself_is_refused() {
+    let dir = common::temp_dir();
+    let (archive, diff_id) = docker_archive(dir.path(), &common::rootfs(), "outside", false);
+    let members = common::temp_dir();
+    run(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(members.path())).unwrap();
+    let manifest = r#"[{"Config":"config.json","RepoTags":["outside:latest"],"Layers":["../../../etc/passwd"]}]"#;
+    fs::write(members.path().join("manifest.json"), manifest).unwrap();
+    let by_name = dir.path().join("by-name.tar");
+    let files = ["manifest.json", "config.json"];
+    run(Command::new("tar").arg("-cf").arg(&by_name).arg("-C").arg(members.path()).args(files))
+        .unwrap();
+    // A layer that is a symlink out of the archive, where docker save links a shared layer.
+    let manifest = manifest.replace("../../../etc/passwd", &format!("{}/layer.tar", &diff_id[7..]));
+    fs::write(members.path().join("manifest.json"), manifest).unwrap();
+    fs::create_dir(members.path().join(&diff_id[7..])).unwrap();
+    let link = members.path().join(&diff_id[7..]).join("layer.tar");
+    std::os::unix::fs::symlink("../../../etc/passwd", link).unwrap();
+    let by_link = dir.path().join("by-link.tar");
+    let files = ["manifest.json", "config.json", &diff_id[7..]];
+    run(Command::new("tar").arg("-cf").arg(&by_link).arg("-C").arg(members.path()).args(files))
+        .unwrap();
+    for (archive, refusal) in
+        [(by_name, "leaves the archive"), (by_link, "points out of the archive")]
+    {
+        let root = common::temp_dir();
+        let transcript = ch06(root.path(), &["image", "load", text(&archive)]);
+        assert_ne!(transcript.status, 0, "{transcript}");
+        assert!(transcript.output.contains(refusal), "{transcript}");
+        assert_store_empty(root.path());
+    }
+}

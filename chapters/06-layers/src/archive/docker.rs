@@ -57,8 +57,9 @@ fn load_entry(added: &mut Added, source: &Source, entry: &ManifestEntry) -> Resu
         entry.layers.len(),
         diff_ids.len()
     );
+    // Every layer is found before any is stored.
     for layer in &entry.layers {
-        ensure!(source.has(layer), "image {id}: the archive has no layer `{layer}`");
+        source.read(layer).with_context(|| format!("image {id}: its layer `{layer}`"))?;
     }
     let mut layers = Vec::new();
     for (name, diff_id) in entry.layers.iter().zip(&diff_ids) {
