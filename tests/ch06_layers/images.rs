@@ -546,3 +546,26 @@ fn a_docker_archive_naming_files_outside_itself_is_refused() {
         assert_store_empty(root.path());
     }
 }
+
+#[test]
+fn a_rootfs_tar_imports_to_one_id_whether_compressed_or_not() {
+    let dir = common::temp_dir();
+    let tar = dir.path().join("rootfs.tar");
+    run(Command::new("tar").arg("-cf").arg(&tar).arg("-C").arg(common::rootfs()).arg(".")).unwrap();
+    run(Command::new("gzip").arg("-k").arg("-n").arg(&tar)).unwrap();
+    let root = common::temp_dir();
+    let plain = ch06_ok(root.path(), &["image", "import", text(&tar), "plain"]);
+    let gzip = dir.path().join("rootfs.tar.gz");
+    let zipped = ch06_ok(root.path(), &["image", "import", text(&gzip), "zipped:1"]);
+    assert_eq!(plain, zipped, "the config names the layer by its diff id, the plain tar's digest");
+    let id = plain.trim();
+    let rows = listed(root.path());
+    assert_eq!(rows.iter().map(|row| row.2.as_str()).collect::<Vec<_>>(), [&id[7..19]; 2]);
+    let config = ch06_ok(root.path(), &["image", "inspect", "zipped:1"]);
+    assert!(config.contains(&sha256_of(&tar)), "{config}");
+    assert!(!config.contains("\"Cmd\""), "docker import gives no command: {config}");
+    let stored = format!("oci:{}/images:zipped:1", root.path().display());
+    let manifest = Command::new("skopeo").args(["inspect", "--raw", &stored]).output().unwrap();
+    let manifest = String::from_utf8(manifest.stdout).unwrap();
+    assert!(manifest.contains("application/vnd.oci.image.layer.v1.tar+gzip"), "{manifest}");
+}

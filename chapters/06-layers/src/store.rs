@@ -300,7 +300,7 @@ impl Store {
 
     /// The containers (`containers/<id>/container.json`, field `image_id`) made from the
     /// image `id`. A directory without that file is a container being made or removed.
-    fn containers_using(&self, id: &Digest) -> Result<Vec<String>> {
+    pub fn containers_using(&self, id: &Digest) -> Result<Vec<String>> {
         let mut using = Vec::new();
         let dir = self.containers_dir();
         for entry in fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))? {
