@@ -4,6 +4,10 @@
 //! container is left on the host but what `ps -a` lists: no mount, no cgroup.
 
 mod common;
+// The store and its formats are a module of their own (a crate root finds its modules
+// beside it, hence the path).
+#[path = "ch06_layers/images.rs"]
+mod images;
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt};
@@ -15,18 +19,18 @@ use insta::assert_snapshot;
 use tempfile::TempDir;
 
 /// A store of the check's own, removed with it.
-pub struct TestStore {
+struct TestStore {
     dir: TempDir,
 }
 
 impl TestStore {
     /// An empty store.
-    pub fn new() -> TestStore {
+    fn new() -> TestStore {
         TestStore { dir: common::temp_dir() }
     }
 
     /// A store with these image layouts or archives loaded.
-    pub fn with(images: &[PathBuf]) -> TestStore {
+    fn with(images: &[PathBuf]) -> TestStore {
         let store = TestStore::new();
         for image in images {
             let loaded = Transcript::run(store.ch06(&["image", "load"]).arg(image));
@@ -35,33 +39,33 @@ impl TestStore {
         store
     }
 
-    pub fn root(&self) -> &Path {
+    fn root(&self) -> &Path {
         self.dir.path()
     }
 
     /// `ch06 --root STORE ARGS…`.
-    pub fn ch06(&self, args: &[&str]) -> Command {
+    fn ch06(&self, args: &[&str]) -> Command {
         let mut ch06 = common::command("ch06");
         ch06.arg("--root").arg(self.root()).args(args);
         ch06
     }
 
     /// `ch06 --root STORE run --net none OPTIONS… IMAGE COMMAND…`.
-    pub fn run(&self, options: &[&str], image_and_command: &[&str]) -> Command {
+    fn run(&self, options: &[&str], image_and_command: &[&str]) -> Command {
         let mut ch06 = self.ch06(&["run", "--net", "none"]);
         ch06.args(options).args(image_and_command);
         ch06
     }
 
     /// The ids of the containers the store holds.
-    pub fn containers(&self) -> Vec<String> {
+    fn containers(&self) -> Vec<String> {
         let dir = self.root().join("containers");
         let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
         entries.flatten().map(|entry| entry.file_name().to_string_lossy().into_owned()).collect()
     }
 
     /// Mounts of the host's mount table below the store.
-    pub fn mounts(&self) -> Vec<String> {
+    fn mounts(&self) -> Vec<String> {
         let root = self.root().to_string_lossy().into_owned();
         common::host_mounts()
             .lines()

@@ -50,8 +50,17 @@ impl Compression {
         }
     }
 
+    /// The OCI media type of a layer compressed this way.
+    pub fn layer_media_type(self) -> MediaType {
+        match self {
+            Compression::None => MediaType::ImageLayer,
+            Compression::Gzip => MediaType::ImageLayerGzip,
+            Compression::Zstd => MediaType::ImageLayerZstd,
+        }
+    }
+
     /// What the first bytes of a blob say it is.
-    fn sniff(start: &[u8]) -> Compression {
+    pub fn sniff(start: &[u8]) -> Compression {
         if start.starts_with(GZIP_MAGIC) {
             Compression::Gzip
         } else if start.starts_with(ZSTD_MAGIC) {

@@ -63,6 +63,7 @@ fn load(store: &Store, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Imports a rootfs tar as an image, and prints its id as `docker import` does.
 fn import(store: &Store, rootfs: &Path, name: &str) -> Result<()> {
     let _lock = store.lock()?;
     store.clean_ingest()?;
@@ -80,6 +81,7 @@ fn list(store: &Store) -> Result<()> {
     Ok(())
 }
 
+/// The row of `image ls` for one image: `<none>` for an image without a name.
 fn row(image: &Image) -> [String; 4] {
     let (repository, tag) = match image.name.as_deref().and_then(|name| name.rsplit_once(':')) {
         Some((repository, tag)) => (repository.to_string(), tag.to_string()),

@@ -23,6 +23,9 @@ use crate::image::{normalize_name, Image};
 /// The annotation that names an image in an OCI layout's index (image-spec, annotations.md).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// The content of a layout's `oci-layout` file: the version of the layout it is.
+pub const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
 /// The image store rooted at one directory.
 #[derive(Debug)]
 pub struct Store {
@@ -66,7 +69,7 @@ impl Store {
     /// index another command just wrote is never replaced by an empty one).
     fn create_layout_files(&self) -> Result<()> {
         if !self.layout_file().exists() {
-            write_atomically(&self.layout_file(), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            write_atomically(&self.layout_file(), OCI_LAYOUT)?;
         }
         if !self.index_file().exists() {
             let empty = ImageIndexBuilder::default().schema_version(2u32).manifests(vec![]);
@@ -86,30 +89,38 @@ impl Store {
         Ok(StoreLock { _lock: lock })
     }
 
+    /// `ROOT/images`: the OCI image layout.
     pub fn images_dir(&self) -> PathBuf {
         self.root.join("images")
     }
 
+    /// `ROOT/layers`: the unpacked layers, one directory per diff id.
     pub fn layers_dir(&self) -> PathBuf {
         self.root.join("layers")
     }
 
+    /// `ROOT/containers`: one directory per container.
     pub fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
     }
 
+    /// `images/blobs/sha256`: every blob, named by the hex of its digest.
     fn blobs_dir(&self) -> PathBuf {
         self.images_dir().join("blobs/sha256")
     }
 
+    /// `ROOT/ingest`: blobs being written, beside `images/` on one file system so that a
+    /// rename moves them into place.
     fn ingest_dir(&self) -> PathBuf {
         self.root.join("ingest")
     }
 
+    /// `images/oci-layout`: the layout's version.
     fn layout_file(&self) -> PathBuf {
         self.images_dir().join("oci-layout")
     }
 
+    /// `images/index.json`: the images, each a manifest named by `REF_NAME`.
     fn index_file(&self) -> PathBuf {
         self.images_dir().join("index.json")
     }
@@ -175,6 +186,7 @@ impl Store {
         Ok((BlobReader { hashing: Some(Hashing::new(file)), expected: digest.clone() }, size))
     }
 
+    /// The store's index.json.
     fn index(&self) -> Result<ImageIndex> {
         ImageIndex::from_file(self.index_file()).context("read the store's images/index.json")
     }
@@ -192,6 +204,7 @@ impl Store {
         index.manifests().iter().map(|entry| self.image_of(entry)).collect()
     }
 
+    /// The image an index entry names, read and checked.
     fn image_of(&self, entry: &Descriptor) -> Result<Image> {
         let digest = Digest::parse(entry.digest().as_ref()).context("an entry of index.json")?;
         Image::read(self, ref_name(entry), digest)
@@ -219,6 +232,7 @@ impl Store {
         self.add_index_entry(None, manifest)
     }
 
+    /// Adds `manifest` to the index under `name` or without one: see [`Store::add_image`].
     fn add_index_entry(&self, name: Option<&str>, mut manifest: Descriptor) -> Result<()> {
         let digest = Digest::parse(manifest.digest().as_ref())?;
         let added = Image::read(self, name.map(String::from), digest)?;
@@ -286,7 +300,7 @@ impl Store {
 
     /// The containers (`containers/<id>/container.json`, field `image_id`) made from the
     /// image `id`. A directory without that file is a container being made or removed.
-    fn containers_using(&self, id: &Digest) -> Result<Vec<String>> {
+    pub fn containers_using(&self, id: &Digest) -> Result<Vec<String>> {
         let mut using = Vec::new();
         let dir = self.containers_dir();
         for entry in fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))? {
@@ -428,5 +442,79 @@ impl Read for BlobReader {
             check(&self.expected, &digest, &what).map_err(io::Error::other)?;
         }
         Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// An image of no layers whose config differs by `author`, so each has its own id.
+    fn image(name: Option<&str>, author: usize) -> Image {
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","author":"{author}","rootfs":{{"type":"layers","diff_ids":[]}}}}"#
+        );
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{},"digest":"{}"}},"layers":[]}}"#,
+            config.len(),
+            Digest::of_bytes(config.as_bytes())
+        );
+        Image::from_parts(name.map(String::from), manifest.as_bytes(), config.as_bytes()).unwrap()
+    }
+
+    /// Two images whose ids share their first 4 hex digits (found by trying: with 65536
+    /// prefixes, a few hundred images share one).
+    fn two_with_one_prefix() -> (Image, Image) {
+        let mut seen: HashMap<String, Image> = HashMap::new();
+        for author in 0.. {
+            let image = image(None, author);
+            let prefix = image.id.hex()[..4].to_string();
+            if let Some(other) = seen.remove(&prefix) {
+                return (other, image);
+            }
+            seen.insert(prefix, image);
+        }
+        unreachable!()
+    }
+
+    #[test]
+    fn an_image_is_found_by_name_or_by_an_id_prefix() {
+        let images = [image(Some("busybox:latest"), 1), image(Some("busybox:musl"), 1)];
+        assert_eq!(find(&images, "busybox").unwrap(), [0]);
+        assert_eq!(find(&images, "docker.io/library/busybox:musl").unwrap(), [1]);
+        let id = images[0].id.clone();
+        assert_eq!(find(&images, &id.hex()[..4]).unwrap(), [0, 1], "both names of one image");
+        assert_eq!(find(&images, id.as_str()).unwrap(), [0, 1]);
+        assert!(find(&images, "alpine").is_err());
+        assert!(find(&images, &id.hex()[..3]).is_err(), "3 digits are a name, not an id");
+    }
+
+    #[test]
+    fn a_blob_is_stored_only_with_its_digest_and_checked_when_read() {
+        let dir = tempfile::Builder::new().prefix("crabbox-").tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let _lock = store.lock().unwrap();
+        let wrong = Digest::of_bytes(b"something else");
+        assert!(store.write_blob(&b"hello"[..], Some(&wrong)).is_err());
+        assert_eq!(fs::read_dir(store.blobs_dir()).unwrap().count(), 0, "no blob");
+        assert_eq!(fs::read_dir(store.ingest_dir()).unwrap().count(), 0, "nothing in ingest/");
+        let (digest, size) = store.write_blob(&b"hello"[..], None).unwrap();
+        assert_eq!((store.read_blob(&digest).unwrap(), size), (b"hello".to_vec(), 5));
+        fs::write(store.blob_path(&digest), b"hellO").unwrap();
+        assert!(store.read_blob(&digest).is_err());
+        let (mut reader, _) = store.open_blob(&digest).unwrap();
+        assert!(io::copy(&mut reader, &mut io::sink()).is_err(), "a stream of it fails too");
+    }
+
+    #[test]
+    fn an_id_prefix_of_two_images_is_refused() {
+        let (first, second) = two_with_one_prefix();
+        let prefix = first.id.hex()[..4].to_string();
+        let images = [first, second];
+        let error = find(&images, &prefix).unwrap_err();
+        assert!(format!("{error}").contains("ambiguous"), "{error}");
+        assert_eq!(find(&images, images[1].id.hex()).unwrap(), [1]);
     }
 }

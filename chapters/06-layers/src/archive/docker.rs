@@ -57,8 +57,9 @@ fn load_entry(added: &mut Added, source: &Source, entry: &ManifestEntry) -> Resu
         entry.layers.len(),
         diff_ids.len()
     );
+    // Every layer is found before any is stored.
     for layer in &entry.layers {
-        ensure!(source.has(layer), "image {id}: the archive has no layer `{layer}`");
+        source.read(layer).with_context(|| format!("image {id}: its layer `{layer}`"))?;
     }
     let mut layers = Vec::new();
     for (name, diff_id) in entry.layers.iter().zip(&diff_ids) {
@@ -140,7 +141,7 @@ fn save_layer(store: &Store, layer: &Layer, name: &str, sink: &mut Sink) -> Resu
         return sink.add(name, size, blob);
     }
     let mut tar = Hashing::new(tempfile::tempfile().context("create a temporary file")?);
-    io::copy(&mut decompressed(&layer.media_type, blob)?, &mut tar)
+    io::copy(&mut decompressed(&layer.media_type, size, blob)?, &mut tar)
         .with_context(|| format!("decompress layer {}", layer.digest))?;
     let (diff_id, size, mut tar) = tar.finish();
     crate::digest::check(&layer.diff_id, &diff_id, &format!("the tar of layer {}", layer.digest))?;

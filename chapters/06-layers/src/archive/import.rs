@@ -29,6 +29,7 @@ pub fn import(store: &Store, rootfs: &Path, name: &str) -> Result<Image> {
     imported.with_context(|| format!("import {}", rootfs.display()))
 }
 
+/// Stores the tar as it is (compressed or not) as the one layer of a new image `name`.
 fn import_layer(added: &mut Added, rootfs: &Path, name: &str) -> Result<Image> {
     let file = File::open(rootfs).with_context(|| format!("open {}", rootfs.display()))?;
     let mut reader = BufReader::new(file);
@@ -48,8 +49,8 @@ fn diff_id(store: &Store, digest: &Digest, media_type: &MediaType) -> Result<Dig
     if *media_type == MediaType::ImageLayer {
         return Ok(digest.clone());
     }
-    let (blob, _) = store.open_blob(digest)?;
-    let mut tar = Hashing::new(decompressed(media_type, blob)?);
+    let (blob, size) = store.open_blob(digest)?;
+    let mut tar = Hashing::new(decompressed(media_type, size, blob)?);
     io::copy(&mut tar, &mut io::sink()).context("decompress the rootfs tar")?;
     Ok(tar.finish().0)
 }

@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use oci_spec::image::{Descriptor, ImageManifestBuilder, MediaType};
 
+use crate::compression::{decompress, Bound, Compression};
 use crate::digest::Digest;
 use crate::image::Image;
 use crate::store::Store;
@@ -117,15 +118,18 @@ impl Added<'_> {
         descriptor: &Descriptor,
     ) -> Result<Digest> {
         let digest = Digest::parse(descriptor.digest().as_ref())?;
-        let (_, size) = self.blob_from(source, name, Some(&digest))?;
+        // Checked before the copy: a hostile layout's file may be far larger than declared.
+        let (_, size) = source.read(name)?;
         if size != descriptor.size() {
             bail!("blob {digest} has {size} bytes, but its descriptor says {}", descriptor.size());
         }
+        self.blob_from(source, name, Some(&digest))?;
         Ok(digest)
     }
 
     /// Stores a checked image whose layers are stored already: its config, then its
-    /// manifest, then, last, its entry in the index, under its name or without one. Returns
+    /// manifest, then, last, its entry in the index, under its name or without one; from
+    /// then on its blobs are the store's, not this load's to take back. Returns
     /// the image as the store now has it: if it had the image already, with its manifest.
     fn image(&mut self, image: &Image, manifest: &[u8], config: &[u8]) -> Result<Image> {
         self.blob(config, Some(&image.id))?;
@@ -137,6 +141,8 @@ impl Added<'_> {
             Some(name) => self.store.add_image(name, descriptor)?,
             None => self.store.add_untagged_image(descriptor)?,
         }
+        // The index names them now: a later image of the archive that fails keeps them.
+        self.blobs.clear();
         self.store.image(image.name.as_deref().unwrap_or(image.id.as_str()))
     }
 
@@ -182,28 +188,17 @@ fn progress_bar(size: u64, what: &str) -> ProgressBar {
     bar.with_style(style)
 }
 
-/// The OCI media type of a layer tar, from the first bytes of the blob: a gzip stream starts
-/// with 1f 8b (RFC 1952), a zstd frame with 28 b5 2f fd (RFC 8878); anything else is taken
-/// as a plain tar, which the unpacking checks.
+/// The OCI media type of a layer tar, from the first bytes of the blob.
 fn layer_media_type(reader: &mut BufReader<impl Read>) -> Result<MediaType> {
     let start = reader.fill_buf().context("read the start of a layer")?;
-    Ok(match start {
-        [0x1f, 0x8b, ..] => MediaType::ImageLayerGzip,
-        [0x28, 0xb5, 0x2f, 0xfd, ..] => MediaType::ImageLayerZstd,
-        _ => MediaType::ImageLayer,
-    })
+    Ok(Compression::sniff(start).layer_media_type())
 }
 
-// TODO(store helper): use the unpack helper's crate::compression once the branches merge;
-// until then this is the one place that decompresses a layer.
-/// The tar inside a layer blob of media type `media_type`.
-fn decompressed<'a>(media_type: &MediaType, reader: impl Read + 'a) -> Result<Box<dyn Read + 'a>> {
-    let media_type = media_type.to_string();
-    Ok(if media_type.ends_with("gzip") {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else if media_type.ends_with("zstd") {
-        Box::new(zstd::Decoder::new(reader).context("start a zstd stream")?)
-    } else {
-        Box::new(reader)
-    })
+/// The tar inside a stored layer blob of `size` bytes, cut off at the unpacking's bound.
+fn decompressed<'a>(
+    media_type: &MediaType,
+    size: u64,
+    blob: impl Read + Send + 'a,
+) -> Result<Box<dyn Read + Send + 'a>> {
+    decompress(BufReader::new(blob), media_type, size, Bound::DEFAULT)
 }

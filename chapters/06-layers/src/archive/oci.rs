@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{oci_digest, Added, Sink, Source};
 use crate::digest::Digest;
 use crate::image::{normalize_name, Image};
-use crate::store::{Store, REF_NAME};
+use crate::store::{Store, OCI_LAYOUT, REF_NAME};
 
 /// The name containerd (and so docker 25's `docker save`) gives a manifest in full, where
 /// `org.opencontainers.image.ref.name` may hold only the tag.
@@ -51,8 +51,9 @@ fn load_entry(added: &mut Added, source: &Source, entry: &Descriptor) -> Result<
     let name = name_of(entry).map(|name| normalize_name(&name)).transpose()?;
     let descriptor = manifest_for_this_host(source, entry)?;
     let manifest = read_blob(source, &descriptor)?;
-    let config =
-        ImageManifest::from_reader(&manifest[..]).context("parse a manifest of the layout")?;
+    let config = ImageManifest::from_reader(&manifest[..]).with_context(|| {
+        format!("manifest {} of the layout is not an image manifest", descriptor.digest())
+    })?;
     let config = read_blob(source, config.config())?;
     let image = Image::from_parts(name, &manifest, &config)?;
     for layer in image.manifest.layers() {
@@ -131,5 +132,5 @@ pub(super) fn save(store: &Store, image: &Image, sink: &mut Sink) -> Result<()> 
     }
     let index = ImageIndexBuilder::default().schema_version(2u32).manifests(vec![entry]).build()?;
     sink.add_bytes("index.json", index.to_string()?.as_bytes())?;
-    sink.add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+    sink.add_bytes("oci-layout", OCI_LAYOUT)
 }

@@ -45,6 +45,7 @@ impl Sink {
         added.with_context(|| format!("write `{name}`"))
     }
 
+    /// Adds the file `name` with the bytes `bytes`.
     pub fn add_bytes(&mut self, name: &str, bytes: &[u8]) -> Result<()> {
         self.add(name, bytes.len() as u64, bytes)
     }
@@ -52,7 +53,13 @@ impl Sink {
     /// Completes the output and renames it into place.
     pub fn finish(self) -> Result<()> {
         match self {
-            Sink::Dir { staging, path } => fs::rename(staging.keep(), &path)?,
+            Sink::Dir { staging, path } => {
+                let staging = staging.keep();
+                if let Err(err) = fs::rename(&staging, &path) {
+                    let _ = fs::remove_dir_all(&staging);
+                    return Err(err.into());
+                }
+            }
             Sink::Tar { builder, staging, path } => {
                 builder.into_inner()?.flush()?;
                 staging.as_file().sync_all()?;
@@ -63,6 +70,7 @@ impl Sink {
     }
 }
 
+/// Writes the file at `path` of a layout being made, with its directories.
 fn add_to_dir(path: &Path, mut reader: impl Read) -> io::Result<()> {
     fs::create_dir_all(path.parent().expect("a file in the layout has a directory"))?;
     let mut file = BufWriter::new(File::create(path)?);

@@ -43,8 +43,14 @@ impl Source {
             return Ok(Source::Dir(Root::open(path)?));
         }
         let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-        let members =
-            index_tar(&file).with_context(|| format!("read the tar {}", path.display()))?;
+        let mut magic = [0; 2];
+        // A gzip stream starts with 1f 8b (RFC 1952); its members cannot be read in place.
+        if file.read_at(&mut magic, 0).is_ok_and(|read| read == 2) && magic == [0x1f, 0x8b] {
+            bail!("{} is compressed with gzip; decompress it first (gunzip)", path.display());
+        }
+        let members = index_tar(&file).with_context(|| {
+            format!("read {} as a tar (a docker-archive or an oci-archive)", path.display())
+        })?;
         Ok(Source::Tar { file, members })
     }
 
@@ -102,17 +108,19 @@ fn index_tar(file: &File) -> Result<HashMap<String, Member>> {
     let mut members = HashMap::new();
     for entry in archive.entries_with_seek()? {
         let entry = entry?;
+        let kind = entry.header().entry_type();
+        // Only files, and symlinks to them, are ever read; directories and the rest are not.
+        let (file, link) = (kind.is_file() || kind.is_contiguous(), kind.is_symlink());
+        if !file && !link {
+            continue;
+        }
         let raw_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let name = normalize(&raw_name).context("the archive is not a docker or OCI archive")?;
-        let member = match entry.header().entry_type() {
-            tar::EntryType::Regular | tar::EntryType::Continuous => {
-                Member::File { offset: entry.raw_file_position(), size: entry.size() }
-            }
-            tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().context("a symlink without a target")?;
-                Member::Link(link_target(&name, &String::from_utf8_lossy(&target))?)
-            }
-            _ => continue,
+        let member = if link {
+            let target = entry.link_name_bytes().context("a symlink without a target")?;
+            Member::Link(link_target(&name, &String::from_utf8_lossy(&target))?)
+        } else {
+            Member::File { offset: entry.raw_file_position(), size: entry.size() }
         };
         ensure!(
             members.insert(name.clone(), member).is_none(),
