@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
+use xtask::images::{ensure_test_images, TestImages};
 use xtask::process::{as_root, command_line};
 use xtask::rootfs::ensure_default_rootfs;
 
@@ -22,15 +23,18 @@ pub fn demo() -> Result<()> {
     let scratch = Scratch::new(&rootfs, &binaries)?;
     let binary = format!("ch{:02}", latest.number);
     println!("\nA tour of `{binary}`, the latest chapter: a container, one mechanism at a time.");
-    tour(binaries.bin(&binary)?, &scratch.rootfs)?;
+    let images = ensure_test_images()?;
+    tour(binaries.bin(&binary)?, &scratch, &images)?;
     println!("\nThe book explains each step: `cargo xtask book --serve`.");
     Ok(())
 }
 
-/// A copy of the rootfs with chapter 1's escape in it, removed (as root) when dropped.
+/// A copy of the rootfs with chapter 1's escape in it, and an image store, removed (as
+/// root) when dropped.
 struct Scratch {
     dir: PathBuf,
     rootfs: String,
+    store: String,
 }
 
 impl Scratch {
@@ -44,7 +48,8 @@ impl Scratch {
         let escape = binaries.static_bin("ch01-escape")?;
         fs::copy(escape, copy.join("bin/ch01-escape"))
             .with_context(|| format!("copy {} into the rootfs", escape.display()))?;
-        Ok(Scratch { rootfs: copy.to_string_lossy().into_owned(), dir })
+        let store = dir.join("store").to_string_lossy().into_owned();
+        Ok(Scratch { rootfs: copy.to_string_lossy().into_owned(), store, dir })
     }
 }
 
@@ -54,14 +59,13 @@ impl Drop for Scratch {
     }
 }
 
-fn tour(binary: &Path, rootfs: &str) -> Result<()> {
+fn tour(binary: &Path, scratch: &Scratch, images: &TestImages) -> Result<()> {
+    let store = ["--root", scratch.store.as_str()];
+    let ch06 = |say: &str, args: &[&str]| step(say, binary, &[&store[..], args].concat());
+    // Chapters 1-5 on a plain directory, as they ran.
     let run = |say: &str, options: &[&str], command: &[&str]| -> Result<()> {
-        let mut args = vec!["run"];
-        args.extend(options);
-        args.push(rootfs);
-        args.push("--");
-        args.extend(command);
-        step(say, binary, &args)
+        let rootfs = ["--rootfs", scratch.rootfs.as_str()];
+        ch06(say, &[&["run"][..], options, &rootfs, command].concat())
     };
     run(
         "Chapter 1, chroot: `/` is the rootfs, a static busybox and little else.",
@@ -111,6 +115,22 @@ fn tour(binary: &Path, rootfs: &str) -> Result<()> {
         &["ping", "-c", "1", "10.88.0.1"],
     )?;
     run("Chapter 5, --net none: only lo.", &["--net", "none"], &["ip", "-o", "link"])?;
+    let layout = images.busybox_layout();
+    let layout = layout.to_string_lossy();
+    ch06(
+        "Chapter 6, images: an OCI layout made by umoci, loaded into the store.",
+        &["image", "load", &layout],
+    )?;
+    ch06("Chapter 6, the store lists it.", &["image", "ls"])?;
+    ch06(
+        "Chapter 6, a container is the image's layers plus one writable layer of its own.",
+        &["run", "--net", "none", "busybox", "sh", "-c", "rm /etc/group; echo hi > /root/note"],
+    )?;
+    ch06("Chapter 6, ps -a lists it, stopped, with its layer kept.", &["ps", "-a"])?;
+    ch06(
+        "Chapter 6, another container of the same image sees none of that.",
+        &["run", "--rm", "--net", "none", "busybox", "ls", "/etc/group", "/root"],
+    )?;
     run(
         "Still shared with the host: user ids, root inside is root outside (chapter 7 will change that).",
         &[],
