@@ -4,8 +4,10 @@
 //! container is left on the host but what `ps -a` lists: no mount, no cgroup.
 
 mod common;
-// The store and its formats are a module of their own (a crate root finds its modules
+// Hostile layers, and the store and its formats, are modules of their own (a crate root finds its modules
 // beside it, hence the path).
+#[path = "ch06_layers/hostile.rs"]
+mod hostile;
 #[path = "ch06_layers/images.rs"]
 mod images;
 

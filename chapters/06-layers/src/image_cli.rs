@@ -49,12 +49,11 @@ pub fn run_image_command(root: &Path, command: &ImageCommand) -> Result<()> {
     }
 }
 
-/// Loads, unpacks the layers, and says what was loaded as `docker load` does.
+/// Loads (the layers unpacked on the way), and says what was loaded as `docker load` does.
 fn load(store: &Store, path: &Path) -> Result<()> {
     let _lock = store.lock()?;
     store.clean_ingest()?;
     for image in archive::load(store, path)? {
-        store.unpack_layers(&image.layers()?)?;
         match &image.name {
             Some(name) => println!("Loaded image: {name}"),
             None => println!("Loaded image ID: {}", image.id),
@@ -68,7 +67,6 @@ fn import(store: &Store, rootfs: &Path, name: &str) -> Result<()> {
     let _lock = store.lock()?;
     store.clean_ingest()?;
     let image = archive::import(store, rootfs, name)?;
-    store.unpack_layers(&image.layers()?)?;
     println!("{}", image.id);
     Ok(())
 }

@@ -127,11 +127,13 @@ impl Added<'_> {
         Ok(digest)
     }
 
-    /// Stores a checked image whose layers are stored already: its config, then its
-    /// manifest, then, last, its entry in the index, under its name or without one; from
-    /// then on its blobs are the store's, not this load's to take back. Returns
-    /// the image as the store now has it: if it had the image already, with its manifest.
+    /// Stores a checked image whose layers are stored already: its layers unpacked (a
+    /// layer refused leaves no image listed), its config, then its manifest, then, last,
+    /// its entry in the index, under its name or without one; from then on its blobs are
+    /// the store's, not this load's to take back. Returns the image as the store now has
+    /// it: if it had the image already, with its manifest.
     fn image(&mut self, image: &Image, manifest: &[u8], config: &[u8]) -> Result<Image> {
+        self.store.unpack_layers(&image.layers()?)?;
         self.blob(config, Some(&image.id))?;
         self.blob(manifest, Some(&image.manifest_digest))?;
         let media_type = image.manifest.media_type().clone().unwrap_or(MediaType::ImageManifest);
