@@ -232,6 +232,19 @@ fn every_format_loads_to_the_same_image_id() {
 }
 
 #[test]
+fn umoci_unpacks_what_the_store_holds() {
+    let images = test_images();
+    let root = common::temp_dir();
+    ch06_ok(root.path(), &["image", "load", text(&images.docker_archive)]);
+    let bundle = common::temp_dir();
+    let stored = format!("{}/images:busybox:latest", root.path().display());
+    let rootfs = bundle.path().join("bundle");
+    run(Command::new("umoci").args(["unpack", "--image", &stored]).arg(&rootfs)).unwrap();
+    let os_release = fs::read_to_string(rootfs.join("rootfs/etc/os-release")).unwrap();
+    assert!(os_release.contains("crabbox"), "umoci unpacked the busybox rootfs: {os_release}");
+}
+
+#[test]
 fn skopeo_reads_the_store_and_what_it_copies_out_loads_back() {
     let images = test_images();
     let id = busybox_id(&images);
