@@ -13,7 +13,7 @@ use crate::common::{self, Transcript};
 /// The busybox image in each format the checks load, made from the busybox rootfs by umoci
 /// and skopeo as a user would make them.
 struct TestImages {
-    /// An OCI layout written by umoci, its image tagged `busybox`.
+    /// An OCI layout written by umoci, its image tagged `busybox:latest`.
     layout: PathBuf,
     /// The same image copied by skopeo into an OCI layout of its own, as `busybox:latest`.
     skopeo_layout: PathBuf,
@@ -24,49 +24,33 @@ struct TestImages {
     docker_with_oci: PathBuf,
 }
 
-/// The test images, built once into the project's `.crabbox/images/store-checks/`, beside
-/// the rootfs that `cargo xtask rootfs` makes. When xtask makes these images itself, this is
-/// the one function to point at its paths.
+/// The test images: xtask's (`cargo xtask rootfs`), and two more made from them once, in
+/// a folder inside xtask's that goes when xtask makes its images again.
 fn test_images() -> TestImages {
-    let dir = xtask::project_root().join(".crabbox/images/store-checks");
-    // Before, not inside, build_in_place: it builds the rootfs with build_in_place too, and
-    // that one builder at a time is one lock.
-    let rootfs = common::rootfs();
-    xtask::build_in_place(&dir, |staging| Ok(build_test_images(staging, &rootfs)?))
-        .expect("build the test images with umoci and skopeo");
+    let made = common::test_images();
+    let (layout, docker_archive) = (made.busybox_layout(), made.busybox_docker_archive());
+    let dir = made.dir.join("store-checks");
+    xtask::build_in_place(&dir, |staging| {
+        Ok(build_test_images(staging, &layout, &docker_archive)?)
+    })
+    .expect("make the store checks' images with skopeo");
     TestImages {
-        layout: dir.join("oci"),
+        layout,
         skopeo_layout: dir.join("skopeo-oci"),
-        docker_archive: dir.join("docker.tar"),
-        oci_archive: dir.join("oci.tar"),
+        docker_archive,
+        oci_archive: made.busybox_oci_archive(),
         docker_with_oci: dir.join("docker-with-oci.tar"),
     }
 }
 
-/// Makes the test images in `dir` from the rootfs at `rootfs`.
-fn build_test_images(dir: &Path, rootfs: &Path) -> io::Result<()> {
+/// Makes, in `dir`, the layout skopeo writes of the busybox `layout`, and docker 25's
+/// archive of the busybox `docker_archive`.
+fn build_test_images(dir: &Path, layout: &Path, docker_archive: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    let layout = dir.join("oci");
-    let image = format!("{}:busybox", layout.display());
-    let bundle = dir.join("bundle");
-    run(Command::new("umoci").args(["init", "--layout"]).arg(&layout))?;
-    run(Command::new("umoci").args(["new", "--image", &image]))?;
-    run(Command::new("umoci").args(["unpack", "--image", &image]).arg(&bundle))?;
-    run(Command::new("cp").arg("-a").arg(rootfs.join(".")).arg(bundle.join("rootfs")))?;
-    run(Command::new("umoci").args(["repack", "--image", &image]).arg(&bundle))?;
-    fs::remove_dir_all(&bundle)?;
-    run(Command::new("umoci").args(["config", "--image", &image, "--config.cmd", "sh"]))?;
-    let docker_archive = dir.join("docker.tar");
-    let copies = [
-        ("docker-archive", &docker_archive),
-        ("oci-archive", &dir.join("oci.tar")),
-        ("oci", &dir.join("skopeo-oci")),
-    ];
-    for (transport, file) in copies {
-        let destination = format!("{transport}:{}:busybox:latest", file.display());
-        run(Command::new("skopeo").args(["copy", "-q", &format!("oci:{image}"), &destination]))?;
-    }
-    docker_with_oci(&docker_archive, &dir.join("docker-with-oci.tar"))
+    let source = format!("oci:{}:busybox:latest", layout.display());
+    let destination = format!("oci:{}:busybox:latest", dir.join("skopeo-oci").display());
+    run(Command::new("skopeo").args(["copy", "-q", &source, &destination]))?;
+    docker_with_oci(docker_archive, &dir.join("docker-with-oci.tar"))
 }
 
 /// Makes docker 25's `docker save` format from a classic docker-archive: the same config and
@@ -143,7 +127,7 @@ fn digest_in(object: &str) -> String {
 
 /// The manifest of the test layout's image, as skopeo reads it.
 fn layout_manifest(layout: &Path) -> String {
-    let image = format!("oci:{}:busybox", layout.display());
+    let image = format!("oci:{}:busybox:latest", layout.display());
     let output = Command::new("skopeo").args(["inspect", "--raw", &image]).output().unwrap();
     assert!(output.status.success(), "skopeo inspect {image}");
     String::from_utf8(output.stdout).unwrap()
