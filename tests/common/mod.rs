@@ -65,6 +65,24 @@ pub struct RootfsCopy {
     _dir: TempDir,
 }
 
+/// A check that fails, or a wrong answer under the guarantee, may leave a mount on the copy
+/// in the check's own mount namespace (one whose mounts are shared: see
+/// [`share_every_mount_of_this_check`]); the directory cannot go while it is there. So the
+/// mounts below it go first, deepest first.
+impl Drop for RootfsCopy {
+    fn drop(&mut self) {
+        let mut targets: Vec<PathBuf> = mounts_of_this_check()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4).map(PathBuf::from))
+            .filter(|target| target.starts_with(&self.path))
+            .collect();
+        targets.sort_by_key(|target| std::cmp::Reverse(target.as_os_str().len()));
+        for target in targets {
+            let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
 pub fn rootfs_copy() -> RootfsCopy {
     let dir = temp_dir();
     let path = dir.path().join("rootfs");
