@@ -343,7 +343,7 @@ fn finish(rootfs: Rootfs, status: Result<u8>, remove: bool) -> Result<u8> {
 // ANCHOR: ps
 /// Lists containers as `docker ps` does: running ones, or all of them.
 fn ps(store: &Path, all: bool) -> Result<()> {
-    let containers = store.join("containers");
+    let containers = Store::open(store)?.containers_dir();
     println!("{:<14}{:<20}{:<24}{:<18}STATUS", "CONTAINER ID", "IMAGE", "COMMAND", "CREATED");
     for id in container::list_ids(&containers)? {
         let record = ContainerDir::find(&containers, &id)?.read()?;
@@ -373,7 +373,7 @@ fn shortened(command: &str) -> String {
 // ANCHOR: diff
 /// Prints what the container changed, as `docker diff` does.
 fn diff(store: &Path, id: &str) -> Result<()> {
-    let dir = ContainerDir::find(&store.join("containers"), id)?;
+    let dir = ContainerDir::find(&Store::open(store)?.containers_dir(), id)?;
     let record = dir.read()?;
     for change in changes(&dir.upper(), &record.lowers)? {
         println!("{change}");
@@ -400,7 +400,7 @@ fn commit(root: &Path, id: &str, name: &str) -> Result<()> {
 /// Removes stopped containers: their writable layers and records.
 fn remove(store: &Path, ids: &[String]) -> Result<()> {
     require_root("ch06")?;
-    let containers = store.join("containers");
+    let containers = Store::open(store)?.containers_dir();
     for id in ids {
         let dir = ContainerDir::find(&containers, id)?;
         let record = dir.read()?;
@@ -417,7 +417,7 @@ fn remove(store: &Path, ids: &[String]) -> Result<()> {
 /// the containers that were to be removed at exit (`--rm`).
 fn cleanup(store: &Path) -> Result<()> {
     require_root("ch06")?;
-    let containers = store.join("containers");
+    let containers = Store::open(store)?.containers_dir();
     let mut removed = 0;
     for id in container::list_ids(&containers)? {
         let dir = ContainerDir::find(&containers, &id)?;

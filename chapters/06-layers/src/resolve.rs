@@ -4,7 +4,7 @@
 //! resolved with the directory as `/`, as the kernel would resolve it after pivot_root.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -30,14 +30,6 @@ impl Root {
         let fd = openat2(nix::fcntl::AT_FDCWD, path, how)
             .with_context(|| format!("open {}", path.display()))?;
         Ok(Root { fd, path: path.to_path_buf() })
-    }
-
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     // ANCHOR: open_in_root

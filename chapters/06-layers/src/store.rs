@@ -19,6 +19,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder};
 
 use crate::digest::{check, Digest, Hashing};
 use crate::image::{normalize_name, Image};
+use crate::layers::remove_layer;
 
 /// The annotation that names an image in an OCI layout's index (image-spec, annotations.md).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -326,8 +327,11 @@ impl Store {
                 layers.insert(layer.diff_id);
             }
         }
-        remove_unused(&self.blobs_dir(), &blobs, |path| fs::remove_file(path))?;
-        remove_unused(&self.layers_dir(), &layers, |path| fs::remove_dir_all(path))
+        remove_unused(&self.blobs_dir(), &blobs, |digest| {
+            fs::remove_file(self.blob_path(digest)).map_err(anyhow::Error::from)
+        })?;
+        let layers_dir = self.layers_dir();
+        remove_unused(&layers_dir, &layers, |diff_id| remove_layer(&layers_dir, diff_id))
     }
 }
 
@@ -336,7 +340,7 @@ impl Store {
 fn remove_unused(
     dir: &Path,
     keep: &BTreeSet<Digest>,
-    remove: impl Fn(&Path) -> io::Result<()>,
+    remove: impl Fn(&Digest) -> Result<()>,
 ) -> Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))? {
         let entry = entry?;
@@ -345,7 +349,7 @@ fn remove_unused(
             continue;
         };
         if !keep.contains(&digest) {
-            remove(&entry.path()).with_context(|| format!("remove {}", entry.path().display()))?;
+            remove(&digest).with_context(|| format!("remove {}", entry.path().display()))?;
         }
     }
     Ok(())
